@@ -1,0 +1,90 @@
+"""The standard chapter setup: environment detection, device, preset choice, FAST switch, seeds.
+
+Every chapter's first cell installs the package on Colab and then calls :func:`setup_chapter`.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .models import DEFAULT_MODEL, get_preset, pick_device, _hf_token
+
+__all__ = ["ChapterContext", "setup_chapter", "is_fast", "in_colab", "GPU_DEFAULT_MODEL", "set_seed", "repo_root"]
+
+GPU_DEFAULT_MODEL = "google/gemma-2-2b-it"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def in_colab() -> bool:
+    """True inside Google Colab."""
+    return "google.colab" in sys.modules
+
+
+def is_fast() -> bool:
+    """The FAST switch (env ``EMBER_FAST``): shrink data and steps for CI smoke runs."""
+    value = os.environ.get("EMBER_FAST", "0").strip().lower()
+    if value not in _TRUE | {"0", "false", "no", "off", ""}:
+        raise ValueError(f"EMBER_FAST must be one of 1/0/true/false/yes/no/on/off, got {value!r}.")
+    return value in _TRUE
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch; make CPU runs deterministic."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def repo_root() -> Path:
+    """The repository root (the folder holding ``data/`` and ``_config.yml``)."""
+    env = os.environ.get("EMBER_REPO_ROOT")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class ChapterContext:
+    """What a chapter needs to know about where it runs."""
+
+    fast: bool
+    device: torch.device
+    model_name: str
+    in_colab: bool
+    seed: int
+
+    def __str__(self) -> str:
+        return (f"model={self.model_name} device={self.device} FAST={self.fast} "
+                f"colab={self.in_colab} seed={self.seed}")
+
+
+def setup_chapter(seed: int = 0, model_name: str | None = None, quiet: bool = False) -> ChapterContext:
+    """Pick device and preset, read the FAST switch, seed everything.
+
+    The preset is ``model_name``, else ``$EMBER_MODEL``, else the GPU preset (Gemma-2-2B-it) when a CUDA
+    GPU is present and a Hugging Face token is available, else the offline default (Gemma 3 270M).
+    """
+    device = pick_device(os.environ.get("EMBER_DEVICE") or None)
+    name = model_name or os.environ.get("EMBER_MODEL")
+    if name is None:
+        if device.type == "cuda":
+            gpu = get_preset(GPU_DEFAULT_MODEL)
+            name = GPU_DEFAULT_MODEL if (not gpu.gated or _hf_token()) else DEFAULT_MODEL
+            if name == DEFAULT_MODEL and not quiet:
+                print(f"GPU found but no HF_TOKEN for the gated {GPU_DEFAULT_MODEL}; using {DEFAULT_MODEL}.")
+        else:
+            name = DEFAULT_MODEL
+    get_preset(name)  # validate early with a clear error
+    set_seed(seed)
+    ctx = ChapterContext(fast=is_fast(), device=device, model_name=name, in_colab=in_colab(), seed=seed)
+    if not quiet:
+        print(ctx)
+    return ctx
