@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Run the whole test suite: unit tests (tiny models), real-model tests, every chapter executed in FAST mode
+# (a FAST build of the book) and the headless-browser test of that build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+.venv/bin/python -m pytest -q -ra "$@"
