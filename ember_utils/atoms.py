@@ -24,6 +24,7 @@ __all__ = [
     "score_atoms",
     "RatioRule",
     "PermutationRule",
+    "largest_gap_threshold",
     "select_atoms",
     "describe_atoms",
     "atom_readout",
@@ -115,14 +116,23 @@ class PermutationRule:
     quantile of those maxima (a family-wise test over K atoms). An atom is selected when its ratio exceeds
     the threshold, its purity is at least ``min_purity``, and at least ``min_concept_tokens`` concept-only
     tokens load on it.
+
+    Significance is not the same as being *about* the concept: atoms of honorifics ("Mr", "Madam") or of
+    name fragments are significantly associated with a corpus full of names, too. With ``gap_cut=True``
+    (default) the significant atoms are therefore cut once more at the **largest gap in their sorted
+    log-ratios** (an elbow), provided that gap is at least ``min_gap`` (a factor, e.g. 2 = one ratio is at
+    least twice the next); atoms above the gap are selected.
     """
 
     alpha: float = 0.01
     n_permutations: int = 500
     min_purity: float = 0.5
     min_concept_tokens: int = 3
+    gap_cut: bool = True
+    min_gap: float = 2.0
     seed: int = 0
     threshold_: float | None = field(default=None, init=False)
+    gap_threshold_: float | None = field(default=None, init=False)
     null_maxima_: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -155,13 +165,42 @@ class PermutationRule:
         if codes is None or vocab is None:
             raise ValueError("PermutationRule needs the codes and the vocabulary slice to build its null.")
         thr = self.null_threshold(codes, vocab)
-        return (scores["ratio"] > thr) & (scores["purity"] >= self.min_purity) & (
+        significant = (scores["ratio"] > thr) & (scores["purity"] >= self.min_purity) & (
             scores["n_concept"] >= self.min_concept_tokens)
+        self.gap_threshold_ = None
+        if self.gap_cut and significant.sum() >= 2:
+            cut = largest_gap_threshold(scores.loc[significant, "ratio"].to_numpy(), self.min_gap)
+            if cut is not None:
+                self.gap_threshold_ = cut
+                significant &= scores["ratio"] >= cut
+        return significant
 
     def describe(self) -> str:
         thr = f"{self.threshold_:.2f}" if self.threshold_ is not None else "?"
-        return (f"ratio > permutation-null max-ratio quantile {1 - self.alpha:g} (= {thr}), "
+        text = (f"ratio > permutation-null max-ratio quantile {1 - self.alpha:g} (= {thr}), "
                 f"purity ≥ {self.min_purity:g}, ≥ {self.min_concept_tokens} concept-only tokens")
+        if self.gap_cut:
+            gap = f"{self.gap_threshold_:.2f}" if self.gap_threshold_ is not None else "no gap ≥ ×%g" % self.min_gap
+            text += f", then cut at the largest ratio gap (ratio ≥ {gap})"
+        return text
+
+
+def largest_gap_threshold(ratios: np.ndarray, min_gap: float = 2.0) -> float | None:
+    """The ratio just above the largest multiplicative gap between consecutive sorted ratios.
+
+    Returns ``None`` when no gap reaches ``min_gap`` (then nothing is cut). Infinite ratios (no neutral
+    token loads on the atom) count as above every finite one.
+    """
+    r = np.sort(np.asarray(ratios, dtype=float))[::-1]
+    if r.size < 2:
+        return None
+    finite = np.where(np.isfinite(r), r, np.nanmax(np.where(np.isfinite(r), r, np.nan)) * 10 if np.isfinite(r).any() else 1.0)
+    logs = np.log(np.clip(finite, 1e-12, None))
+    gaps = logs[:-1] - logs[1:]
+    i = int(np.argmax(gaps))
+    if gaps[i] < np.log(min_gap):
+        return None
+    return float(r[i])
 
 
 def select_atoms(scores: pd.DataFrame, rule: Any, codes: Any = None, vocab: VocabSlice | None = None,

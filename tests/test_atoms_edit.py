@@ -245,3 +245,24 @@ def test_select_delta_coherence_gate_and_no_edit():
     assert delta is None and (scored["score"] == 0).all()
     with pytest.raises(ValueError, match="lacks columns"):
         select_delta(table.drop(columns="coherence"))
+
+
+def test_largest_gap_threshold():
+    from ember_utils.atoms import largest_gap_threshold
+
+    assert largest_gap_threshold(np.array([163.0, 30.0, 11.5, 11.4, 9.8])) == 163.0
+    assert largest_gap_threshold(np.array([40.0, 35.0, 3.0, 2.9])) == 35.0
+    assert largest_gap_threshold(np.array([5.0, 4.0, 3.5])) is None  # no gap of ×2
+    assert largest_gap_threshold(np.array([np.inf, 4.0, 3.9])) == np.inf
+
+
+def test_permutation_rule_gap_cut_drops_weaker_significant_atoms():
+    G, vocab = _planted()
+    G[:, 2] = 0.0
+    G[:15, 2] = 1.0            # a second, weaker concept atom (also loads on one neutral token)
+    G[40, 2] = 1.0
+    scores = score_atoms(G, vocab)
+    no_gap = select_atoms(scores, PermutationRule(n_permutations=100, gap_cut=False), G, vocab)
+    with_gap = select_atoms(scores, PermutationRule(n_permutations=100), G, vocab)
+    assert set(no_gap.loc[no_gap.selected, "atom"]) == {0, 2}
+    assert set(with_gap.loc[with_gap.selected, "atom"]) == {0}

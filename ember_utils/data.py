@@ -1,0 +1,370 @@
+"""Loading and validation of the concept datasets in ``data/`` (layout and schemas: ``data/SCHEMA.md``).
+
+Every file is validated when it is loaded. A malformed record raises :class:`DataValidationError`, which
+names the file, the record index (1-based line number in the JSONL file) and what is wrong; all problems
+of one file are listed in the message (at most 20), the first one is also available as attributes.
+
+Public API::
+
+    data_root() -> Path                       # $EMBER_DATA_DIR, else <repo>/data
+    list_concepts(root=None) -> list[str]     # concept slugs (sub-folders of data/ other than common/)
+    load_concept(slug, root=None) -> ConceptData
+    load_common(root=None) -> CommonData
+    select_split(df, split) -> DataFrame      # 'train' / 'test' / 'all' (or None)
+
+Dataset *quality* rules (minimum counts, balanced splits, relearning text that does not leak test
+answers, ...) are checked by ``tests/test_data.py`` with the thresholds in :data:`MIN_COUNTS`; the loader
+itself only enforces the per-record schema and unique ids, so small files (tests, FAST runs) load fine.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+__all__ = [
+    "DataValidationError",
+    "ConceptData",
+    "CommonData",
+    "data_root",
+    "list_concepts",
+    "load_concept",
+    "load_common",
+    "select_split",
+    "read_jsonl",
+    "CONCEPT_FILES",
+    "COMMON_FILES",
+    "MIN_COUNTS",
+    "SPLITS",
+]
+
+SPLITS = ("train", "test")
+N_OPTIONS = 4
+
+#: Minimum sizes from ``data/SCHEMA.md`` (checked by the data tests, not by the loader).
+MIN_COUNTS: dict[str, int] = {
+    "sentences": 150,
+    "mc": 120,
+    "mc_per_split": 60,
+    "similar_mc": 60,
+    "similar_mc_per_split": 30,
+    "open": 40,
+    "relearn": 50,
+    "neutral": 1000,
+    "neutral_topics": 20,
+    "general_mc": 200,
+    "general_subjects": 10,
+    "coherence_prompts": 50,
+}
+
+# field name -> (python type(s), description) ; "str" fields must be non-empty after strip().
+_STR, _INT, _LIST = "str", "int", "list[str]"
+_MC_FIELDS = {"id": _STR, "split": _STR, "question": _STR, "options": _LIST, "answer": _INT}
+_SCHEMAS: dict[str, dict[str, str]] = {
+    "sentences.jsonl": {"id": _STR, "text": _STR},
+    "mc.jsonl": _MC_FIELDS,
+    "similar_mc.jsonl": _MC_FIELDS,
+    "open.jsonl": {"id": _STR, "question": _STR, "answers": _LIST},
+    "relearn.jsonl": {"id": _STR, "text": _STR},
+    "neutral.jsonl": {"id": _STR, "topic": _STR, "split": _STR, "text": _STR},
+    "general_mc.jsonl": {"id": _STR, "subject": _STR, "split": _STR, "question": _STR, "options": _LIST, "answer": _INT},
+    "coherence_prompts.jsonl": {"id": _STR, "split": _STR, "prompt": _STR},
+}
+_META_FIELDS = {"name": _STR, "slug": _STR, "similar_domain": _STR, "description": _STR}
+
+#: Files every concept folder must contain (``DATACARD.md`` is documentation, checked by the tests).
+CONCEPT_FILES = ("meta.json", "sentences.jsonl", "mc.jsonl", "similar_mc.jsonl", "open.jsonl", "relearn.jsonl")
+COMMON_FILES = ("neutral.jsonl", "general_mc.jsonl", "coherence_prompts.jsonl")
+_COMMON_DIR = "common"
+
+
+class DataValidationError(ValueError):
+    """A dataset file is missing or malformed.
+
+    Attributes: ``file`` (path), ``index`` (1-based line number of the first bad record, or ``None`` for
+    file-level problems), ``problem`` (what is wrong with it), ``errors`` (all ``(index, problem)`` found).
+    """
+
+    def __init__(self, file: str | Path, index: int | None, problem: str,
+                 errors: list[tuple[int | None, str]] | None = None):
+        self.file = str(file)
+        self.index = index
+        self.problem = problem
+        self.errors = errors or [(index, problem)]
+        lines = [f"{self.file}" + (f", record {i} (line {i})" if i is not None else "") + f": {p}"
+                 for i, p in self.errors[:20]]
+        more = f"\n... and {len(self.errors) - 20} more problems" if len(self.errors) > 20 else ""
+        head = f"Invalid dataset file {self.file}: {len(self.errors)} problem(s)\n" if len(self.errors) > 1 else ""
+        super().__init__(head + "\n".join(lines) + more)
+
+
+# --------------------------------------------------------------------------------------------- paths
+
+
+def data_root() -> Path:
+    """``$EMBER_DATA_DIR`` if set, else the repository's ``data/`` folder next to the package."""
+    env = os.environ.get("EMBER_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / "data"
+
+
+def _root(root: str | Path | None) -> Path:
+    path = Path(root) if root is not None else data_root()
+    if not path.is_dir():
+        raise FileNotFoundError(f"Data folder {path} does not exist. Set EMBER_DATA_DIR or pass root=.")
+    return path
+
+
+def list_concepts(root: str | Path | None = None) -> list[str]:
+    """Slugs of the concept folders in ``root`` (every visible sub-folder except ``common/``), sorted.
+
+    A folder is listed even if it is incomplete, so that tests flag it instead of silently skipping it.
+    """
+    path = _root(root)
+    return sorted(p.name for p in path.iterdir()
+                  if p.is_dir() and p.name != _COMMON_DIR and not p.name.startswith((".", "_")))
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def read_jsonl(path: str | Path, schema: dict[str, str] | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """Parse a JSON Lines file into ``(line_number, record)`` pairs, validating each record against
+    ``schema`` (field -> kind) when given. Blank lines are skipped. Raises :class:`DataValidationError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError(path, None, "file is missing")
+    if schema is None:
+        schema = _SCHEMAS.get(path.name)
+    records: list[tuple[int, dict[str, Any]]] = []
+    errors: list[tuple[int | None, str]] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(path, None, f"not valid UTF-8 ({exc})") from exc
+    seen_ids: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append((lineno, f"bad JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        if not isinstance(rec, dict):
+            errors.append((lineno, f"expected a JSON object, got {type(rec).__name__}"))
+            continue
+        problems = _check_record(rec, schema) if schema is not None else []
+        rid = rec.get("id")
+        if isinstance(rid, str):
+            if rid in seen_ids:
+                problems.append(f"duplicate id {rid!r} (first seen on line {seen_ids[rid]})")
+            else:
+                seen_ids[rid] = lineno
+        errors.extend((lineno, p) for p in problems)
+        records.append((lineno, rec))
+    if errors:
+        raise DataValidationError(path, errors[0][0], errors[0][1], errors)
+    if not records:
+        raise DataValidationError(path, None, "file has no records")
+    return records
+
+
+def _check_record(rec: dict[str, Any], schema: dict[str, str]) -> list[str]:
+    problems = []
+    missing = [f for f in schema if f not in rec]
+    extra = [f for f in rec if f not in schema]
+    if missing:
+        problems.append(f"missing field(s) {missing}")
+    if extra:
+        problems.append(f"unexpected field(s) {extra} (allowed: {list(schema)})")
+    for name, kind in schema.items():
+        if name not in rec:
+            continue
+        value = rec[name]
+        if kind == _STR:
+            if not isinstance(value, str):
+                problems.append(f"field {name!r} must be a string, got {type(value).__name__}")
+            elif not value.strip():
+                problems.append(f"field {name!r} is empty")
+        elif kind == _INT:
+            if isinstance(value, bool) or not isinstance(value, int):
+                problems.append(f"field {name!r} must be an integer, got {type(value).__name__} {value!r}")
+        elif kind == _LIST:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                problems.append(f"field {name!r} must be a list of strings, got {value!r}")
+            elif any(not v.strip() for v in value):
+                problems.append(f"field {name!r} contains an empty string")
+            elif not value:
+                problems.append(f"field {name!r} is an empty list")
+    if "split" in schema and isinstance(rec.get("split"), str) and rec["split"] not in SPLITS:
+        problems.append(f"bad split {rec['split']!r} (must be one of {list(SPLITS)})")
+    if "options" in schema and isinstance(rec.get("options"), list) and all(isinstance(o, str) for o in rec["options"]):
+        opts = rec["options"]
+        if len(opts) != N_OPTIONS:
+            problems.append(f"options must be exactly {N_OPTIONS} strings, got {len(opts)}")
+        elif len({o.strip().casefold() for o in opts}) != len(opts):
+            problems.append(f"options are not distinct: {opts}")
+        answer = rec.get("answer")
+        if isinstance(answer, int) and not isinstance(answer, bool) and not 0 <= answer < len(opts):
+            problems.append(f"answer {answer} out of range 0..{len(opts) - 1}")
+    return problems
+
+
+def _read_meta(path: Path, slug: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataValidationError(path, None, "file is missing")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataValidationError(path, None, f"bad JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(meta, dict):
+        raise DataValidationError(path, None, f"expected a JSON object, got {type(meta).__name__}")
+    problems = _check_record(meta, _META_FIELDS)
+    if not problems and meta["slug"] != slug:
+        problems.append(f"slug {meta['slug']!r} does not match the folder name {slug!r}")
+    if problems:
+        raise DataValidationError(path, None, problems[0], [(None, p) for p in problems])
+    return meta
+
+
+def _frame(records: list[tuple[int, dict[str, Any]]], columns: Iterable[str]) -> pd.DataFrame:
+    cols = list(columns)
+    df = pd.DataFrame([{**{c: r[c] for c in cols}, "line": i} for i, r in records], columns=cols + ["line"])
+    if "options" in df and "answer" in df:
+        df["answer"] = df["answer"].astype(int)
+        df["answer_text"] = [opts[a] for opts, a in zip(df["options"], df["answer"])]
+    return df
+
+
+def select_split(df: pd.DataFrame, split: str | None) -> pd.DataFrame:
+    """Rows of ``df`` in ``split`` ('train' or 'test'); ``None`` or 'all' returns every row (a copy)."""
+    if split is None or split == "all":
+        return df.copy()
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; use 'train', 'test' or 'all'.")
+    if "split" not in df.columns:
+        raise ValueError(f"This table has no 'split' column (columns: {list(df.columns)}); use split='all'.")
+    return df[df["split"] == split].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------- concept
+
+
+@dataclass(frozen=True)
+class ConceptData:
+    """One concept folder. Tables keep a ``line`` column (line number in the source file); MC tables also
+    get ``answer_text`` (the correct option's text)."""
+
+    slug: str
+    root: Path
+    meta: dict[str, Any]
+    sentences: list[str]
+    mc: pd.DataFrame
+    similar_mc: pd.DataFrame
+    open: pd.DataFrame
+    relearn: pd.DataFrame
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def similar_domain(self) -> str:
+        return self.meta["similar_domain"]
+
+    @property
+    def relearn_texts(self) -> list[str]:
+        return list(self.relearn["text"])
+
+    def split(self, table: str, split: str | None) -> pd.DataFrame:
+        """``split`` rows of ``table`` ('mc' or 'similar_mc'; 'open'/'relearn' only with split='all')."""
+        if table not in ("mc", "similar_mc", "open", "relearn"):
+            raise ValueError(f"Unknown table {table!r}; use 'mc', 'similar_mc', 'open' or 'relearn'.")
+        return select_split(getattr(self, table), split)
+
+    def __repr__(self) -> str:  # keep notebook output short
+        return (f"ConceptData({self.slug!r}, name={self.name!r}, sentences={len(self.sentences)}, mc={len(self.mc)}, "
+                f"similar_mc={len(self.similar_mc)}, open={len(self.open)}, relearn={len(self.relearn)})")
+
+
+def load_concept(slug: str, root: str | Path | None = None) -> ConceptData:
+    """Load and validate ``<root>/<slug>/`` (see ``data/SCHEMA.md``). Ids must be unique across the
+    concept's files. Raises :class:`DataValidationError` (file, line, problem) or ``FileNotFoundError``."""
+    if not isinstance(slug, str) or not slug or "/" in slug or slug.startswith("."):
+        raise ValueError(f"Concept slug must be a folder name like 'harry_potter', got {slug!r}.")
+    base = _root(root)
+    folder = base / slug
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Unknown concept {slug!r}: no folder {folder}. Available: {list_concepts(base)}")
+    meta = _read_meta(folder / "meta.json", slug)
+    tables = {name: read_jsonl(folder / f"{name}.jsonl") for name in
+              ("sentences", "mc", "similar_mc", "open", "relearn")}
+    _check_cross_file_ids(folder, tables)
+    return ConceptData(
+        slug=slug,
+        root=folder,
+        meta=meta,
+        sentences=[r["text"] for _, r in tables["sentences"]],
+        mc=_frame(tables["mc"], _MC_FIELDS),
+        similar_mc=_frame(tables["similar_mc"], _MC_FIELDS),
+        open=_frame(tables["open"], _SCHEMAS["open.jsonl"]),
+        relearn=_frame(tables["relearn"], _SCHEMAS["relearn.jsonl"]),
+    )
+
+
+def _check_cross_file_ids(folder: Path, tables: dict[str, list[tuple[int, dict[str, Any]]]]) -> None:
+    seen: dict[str, str] = {}
+    for name, records in tables.items():
+        for line, rec in records:
+            rid = rec["id"]
+            if rid in seen and seen[rid] != name:
+                raise DataValidationError(folder / f"{name}.jsonl", line,
+                                          f"id {rid!r} is also used in {seen[rid]}.jsonl (ids must be unique per concept)")
+            seen[rid] = name
+
+
+# --------------------------------------------------------------------------------------------- common
+
+
+@dataclass(frozen=True)
+class CommonData:
+    """``data/common``: neutral sentences, general-knowledge MC questions and coherence prompts."""
+
+    root: Path
+    neutral: pd.DataFrame
+    general_mc: pd.DataFrame
+    coherence_prompts: pd.DataFrame
+
+    def neutral_texts(self, split: str | None = "train") -> list[str]:
+        return list(select_split(self.neutral, split)["text"])
+
+    def general(self, split: str | None) -> pd.DataFrame:
+        return select_split(self.general_mc, split)
+
+    def prompts(self, split: str | None) -> list[str]:
+        return list(select_split(self.coherence_prompts, split)["prompt"])
+
+    def __repr__(self) -> str:
+        return (f"CommonData(neutral={len(self.neutral)} over {self.neutral['topic'].nunique()} topics, "
+                f"general_mc={len(self.general_mc)} over {self.general_mc['subject'].nunique()} subjects, "
+                f"coherence_prompts={len(self.coherence_prompts)})")
+
+
+def load_common(root: str | Path | None = None) -> CommonData:
+    """Load and validate ``<root>/common/``."""
+    folder = _root(root) / _COMMON_DIR
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No common data folder {folder}.")
+    tables = {f: read_jsonl(folder / f) for f in COMMON_FILES}
+    return CommonData(
+        root=folder,
+        neutral=_frame(tables["neutral.jsonl"], _SCHEMAS["neutral.jsonl"]),
+        general_mc=_frame(tables["general_mc.jsonl"], _SCHEMAS["general_mc.jsonl"]),
+        coherence_prompts=_frame(tables["coherence_prompts.jsonl"], _SCHEMAS["coherence_prompts.jsonl"]),
+    )
