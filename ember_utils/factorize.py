@@ -28,8 +28,19 @@ Implementation notes (why it is fast):
   fails (a singular or badly conditioned system) the ridge is multiplied by 10 and the solve retried; the
   rise is recorded in ``ridge_history_`` and kept for the rest of the fit.
 * ``A G`` and ``GᵀG`` use the sparsity of ``G`` (``k·K`` nonzeros): ``G`` is held as a CSR matrix
-  (K × n) and ``A G = (Gᵀ X)ᵀ`` costs ``k·K·d`` instead of ``n·K·d``. The only dense product left is
-  the code update ``X (F M)`` (all n×K entries are needed to find the top-k).
+  (K × n) and ``A G = (Gᵀ X)ᵀ`` costs ``k·K·d`` instead of ``n·K·d``.
+* The code update ``G = X W`` (``W = F (FᵀF+λI)⁻¹``) is the one dense ``n·d·K`` product, and it is
+  needed only to *find* each atom's top-k tokens. ``screen=True`` (default) skips it whenever that can be
+  proven unnecessary: at every dense step we remember ``W_ref``, each atom's top ``m = 2k`` tokens
+  (the candidates), the k-th largest |code| ``s_k`` and the largest |code| outside the candidates ``b``.
+  Since ``|x_i·w − x_i·w_ref| ≤ ‖x_i‖·‖w − w_ref‖``, with ``slack = max‖x_i‖·‖w − w_ref‖`` plus a
+  rigorous bound on float rounding of both products, ``b + 2·slack < s_k`` for every atom proves that
+  no non-candidate can enter the new top-k; we then compute the codes of the candidates only (a
+  sampled dense-dense product, ``m·d·K``) and take their top-k. Otherwise we do the dense step and
+  refresh the reference. The result is the same algorithm (same top-k sets; kept values differ from
+  the dense product only by float rounding). Once the iteration has settled — typically >80% of the
+  iterations, because the patience window runs on a converged iterate — almost every step is screened.
+  ``n_dense_steps_`` / ``n_screened_steps_`` report how often each path ran.
 * The loss is never formed densely: ``‖A − FGᵀ‖² = ‖A‖² − 2⟨AG, F⟩ + ⟨FᵀF, GᵀG⟩``, and ``AG``, ``GᵀG``
   and ``FᵀF`` are exactly the quantities the next update needs anyway, so the loss check is free. The
   scalar terms are accumulated in float64 to limit cancellation.
@@ -93,18 +104,22 @@ class SparseFactorization(BaseEstimator):
         device: ``None`` = the device of the input tensor (CPU for numpy input); or ``'cpu'``/``'cuda'``.
         dtype: ``torch.float32`` (default) or ``torch.float64`` (or their names).
         verbose: show a tqdm progress bar with the current relative error.
+        screen: skip the dense code update when a bound proves the top-k sets cannot change beyond each
+            atom's 2k candidates (exact; see the module docstring). ``False`` = always dense.
 
     Learned attributes (torch tensors on ``device_``):
         atoms_: (K, d) atom directions, row k = column k of F (not unit norm: the scale lives in F).
         codes_: (n, K) dense G with exactly k nonzeros per column.
         code_indices_: (K, k) token (row) indices of each atom's nonzero codes, ascending.
         code_values_: (K, k) the matching code values.
-        thresholds_: (K,) smallest kept |code| of each atom (used by ``transform(..., sparsify=True)``).
+        thresholds_: (K,) keep-threshold of each atom for ``transform(..., sparsify=True)``: halfway between
+            the k-th and (k+1)-th largest |code| of that atom on the training rows.
         loss_curve_: list of relative errors ``‖A−FGᵀ‖_F/‖A‖_F``, one per iterate (index 0 = initial).
         reconstruction_error_: the best relative error (the returned iterate's).
         best_iter_: the iteration of the returned iterate; n_iter_: iterations run.
         converged_: True when stopped by the patience rule, False when ``max_iter`` was hit.
         ridge_: the ridge in use at the end; ridge_history_: list of (iteration, new ridge) raises.
+        n_dense_steps_, n_screened_steps_: how many code updates ran dense / screened.
         n_nonzero_per_atom_, n_features_in_, n_samples_fit_, fit_time_ (s), device_.
     """
 
@@ -242,8 +257,6 @@ class SparseFactorization(BaseEstimator):
 
     def _fit(self, X: torch.Tensor, n: int, d: int, K: int, k: int, norm_a2: float, dtype: torch.dtype,
              device: torch.device) -> None:
-        from tqdm.auto import tqdm
-
         self._ridge = float(self.ridge)
         self.ridge_history_: list[tuple[int, float]] = []
         opts = {"device": device, "dtype": dtype}
@@ -267,7 +280,7 @@ class SparseFactorization(BaseEstimator):
         best_Ft, best_idx, best_vals = torch.empty_like(Ft), torch.empty_like(idx), torch.empty_like(vals)
         best = {"loss": math.inf, "iter": 0, "ridge": self._ridge}
         state = {"has_support": False, "has_ref": False}
-        # ---- screening (see _fit docstring): candidates = each atom's top-m tokens at the last dense step
+        # ---- screening (see the module docstring): candidates = each atom's top-m tokens at the last dense step
         m = 2 * k
         screen = bool(self.screen) and 4 * k <= n
         if screen:
@@ -372,7 +385,11 @@ class SparseFactorization(BaseEstimator):
         record(0, rel)
         ref, since, it = rel, 0, 0
         converged = False
-        bar = tqdm(total=self.max_iter, disable=not self.verbose, desc="SparseFactorization", leave=False)
+        bar = None
+        if self.verbose:  # tqdm.auto imports IPython when present (slow): only when asked for
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.max_iter, desc="SparseFactorization", leave=False)
         for it in range(1, self.max_iter + 1):
             # F-step: Fᵀ = (GᵀG + λI)⁻¹ (AG)ᵀ
             L = self._chol(sys_buf, GtG, it)
@@ -385,9 +402,10 @@ class SparseFactorization(BaseEstimator):
             g_step(it)
             AGt, GtG, rel = evaluate()
             record(it, rel)
-            bar.update(1)
-            if self.verbose and it % 50 == 0:
-                bar.set_postfix(rel_err=f"{rel:.5f}", best=f"{best['loss']:.5f}")
+            if bar is not None:
+                bar.update(1)
+                if it % 20 == 0:
+                    bar.set_postfix(rel_err=f"{rel:.5f}", best=f"{best['loss']:.5f}")
             if rel < ref * (1.0 - self.tol):
                 ref, since = rel, 0
             else:
@@ -395,7 +413,8 @@ class SparseFactorization(BaseEstimator):
                 if since >= self.patience:
                     converged = True
                     break
-        bar.close()
+        if bar is not None:
+            bar.close()
         # ---- learned attributes (best iterate)
         self.n_iter_ = it
         self.converged_ = converged
@@ -406,7 +425,6 @@ class SparseFactorization(BaseEstimator):
         self.atoms_ = best_Ft
         self.code_indices_ = best_idx
         self.code_values_ = best_vals
-        self.thresholds_ = best_vals.abs().amin(dim=1)
         codes = G_dense  # reuse the buffer
         codes.zero_()
         codes.scatter_(0, best_idx.T, best_vals.T)
@@ -414,6 +432,15 @@ class SparseFactorization(BaseEstimator):
         FtF_best = best_Ft @ best_Ft.T
         FtF_best.diagonal().add_(self._ridge_at_best)
         self._transform_matrix = torch.cholesky_solve(best_Ft, torch.linalg.cholesky(FtF_best))  # (K, d)
+        # keep-thresholds for transform(sparsify=True): halfway between each atom's k-th and (k+1)-th largest
+        # |code| on the training rows (one dense product), so rounding cannot flip the training pattern
+        if k < n:
+            torch.mm(self._transform_matrix, X.T, out=dense)
+            torch.abs(dense, out=absbuf)
+            kth = torch.topk(absbuf, k + 1, dim=1, largest=True, sorted=True).values
+            self.thresholds_ = 0.5 * (kth[:, k - 1] + kth[:, k])
+        else:
+            self.thresholds_ = torch.zeros(K, **opts)
         logger.info("SparseFactorization: %d iterations (%s), best relative error %.5f at iteration %d", it,
                     "converged" if converged else "max_iter reached", self.reconstruction_error_, self.best_iter_)
 
@@ -435,9 +462,9 @@ class SparseFactorization(BaseEstimator):
         """Codes of new rows on the learned atoms: ridge least squares ``X_new F (FᵀF + λI)⁻¹``.
 
         With ``sparsify=True`` every entry whose magnitude is below its atom's fitted keep-threshold
-        (``thresholds_``: the smallest |code| the atom kept during fitting) is set to zero; on the training
-        rows this reproduces ``codes_`` (up to float rounding at the threshold). The number of nonzeros per
-        atom on new rows is then not fixed. numpy in → numpy out, tensor in → tensor out.
+        (``thresholds_``: halfway between the atom's k-th and (k+1)-th largest |code| on the training rows)
+        is set to zero; on the training rows this reproduces the sparsity pattern of ``codes_`` and its values
+        up to float rounding. On new rows the number of nonzeros per atom is not fixed. numpy in → numpy out, tensor in → tensor out.
         """
         self._check_fitted()
         Xn = self._as_matrix(X_new, "X_new", self.device_, self.atoms_.dtype)
@@ -473,7 +500,7 @@ class SparseFactorization(BaseEstimator):
         rows = self.code_indices_.reshape(-1)
         cols = torch.arange(K, device=rows.device).repeat_interleave(k)
         return torch.sparse_coo_tensor(torch.stack([rows, cols]), self.code_values_.reshape(-1),
-                                       (self.n_samples_fit_, K)).coalesce()
+                                       (self.n_samples_fit_, K), check_invariants=True).coalesce()
 
     def top_tokens(self, atom: int, n: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
         """Row indices and codes of the ``n`` largest-|code| tokens of one atom (descending |code|)."""
@@ -483,3 +510,62 @@ class SparseFactorization(BaseEstimator):
         v = self.code_values_[atom]
         order = torch.argsort(v.abs(), descending=True, stable=True)[:n]
         return self.code_indices_[atom][order], v[order]
+
+    # ------------------------------------------------------------------ persistence
+    _SCALARS = ("n_iter_", "best_iter_", "reconstruction_error_", "ridge_", "_ridge_at_best", "converged_",
+                "n_nonzero_per_atom_", "n_features_in_", "n_samples_fit_", "fit_time_")
+
+    def save(self, path: Any) -> Any:
+        """Write the fitted state (atoms, sparse codes, curves, parameters) to one safetensors file, atomically."""
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import save as st_save
+
+        from ._io import atomic_write_bytes
+
+        self._check_fitted()
+        params = {k: (str(v) if isinstance(v, torch.dtype) or k == "device" else v) for k, v in self.get_params().items()}
+        meta = {"format": "ember-sparse-factorization-v1", "params": json.dumps(params),
+                "scalars": json.dumps({k: getattr(self, k) for k in self._SCALARS}),
+                "loss_curve": json.dumps(self.loss_curve_),
+                "ridge_history": json.dumps(getattr(self, "ridge_history_", []))}
+        blob = st_save({"atoms": self.atoms_.detach().cpu().contiguous(),
+                        "code_indices": self.code_indices_.detach().cpu().contiguous(),
+                        "code_values": self.code_values_.detach().cpu().contiguous()}, metadata=meta)
+        return atomic_write_bytes(Path(path), blob)
+
+    @classmethod
+    def load(cls, path: Any, device: Any = None) -> "SparseFactorization":
+        """Restore an estimator written by :meth:`save` (``transform`` and ``codes_`` work as after ``fit``)."""
+        import json
+
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "ember-sparse-factorization-v1":
+                raise ValueError(f"{path} is not a saved SparseFactorization (format={meta.get('format')!r}).")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        params = json.loads(meta["params"])
+        params["dtype"] = getattr(torch, params["dtype"].replace("torch.", ""))
+        params["device"] = None if params["device"] in (None, "None") else params["device"]
+        est = cls(**params)
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        for k, v in json.loads(meta["scalars"]).items():
+            setattr(est, k, v)
+        est.loss_curve_ = json.loads(meta["loss_curve"])
+        est.ridge_history_ = [tuple(x) for x in json.loads(meta["ridge_history"])]
+        est.device_ = dev
+        est.atoms_ = tensors["atoms"].to(dev)
+        est.code_indices_ = tensors["code_indices"].to(dev)
+        est.code_values_ = tensors["code_values"].to(dev)
+        est.thresholds_ = est.code_values_.abs().amin(dim=1)
+        K = est.atoms_.shape[0]
+        codes = torch.zeros(est.n_samples_fit_, K, dtype=est.atoms_.dtype, device=dev)
+        codes.scatter_(0, est.code_indices_.T, est.code_values_.T)
+        est.codes_ = codes
+        FtF = est.atoms_ @ est.atoms_.T
+        FtF.diagonal().add_(est._ridge_at_best)
+        est._transform_matrix = torch.cholesky_solve(est.atoms_, torch.linalg.cholesky(FtF))
+        return est
