@@ -13,9 +13,14 @@ Prompt formats (all are parameters)
   The score of an option is its log-likelihood given the prompt, divided by its number of tokens
   (``normalization="tokens"``; ``"chars"`` divides by characters, ``"sum"`` keeps the total). The
   prediction is the arg-max option (first one on ties).
-* Open questions: the same prompt, greedy decoding of ``max_new_tokens`` tokens, then
-  :func:`answer_matches` (see there).
-* Coherence generations: ``"{prompt}\\n"`` (:data:`COHERENCE_PROMPT_TEMPLATE`), greedy.
+* Open questions: the same question format after two fixed, neutral worked examples
+  (:data:`OPEN_PROMPT_TEMPLATE`, they only fix the answer format), greedy decoding of ``max_new_tokens``
+  tokens, then :func:`answer_matches` (see there).
+* Coherence generations: ``"{prompt}\\n"`` (:data:`COHERENCE_PROMPT_TEMPLATE`), greedy with no repeated
+  3-gram (``gen_no_repeat_ngram_size=3``). Plain greedy decoding of the 270M base model loops ("I would
+  love to ...\\nI would love to ...") and copies the prompt; the unedited model gives such loops a very
+  high likelihood (mean −0.5 nats/token vs −1.1 without loops), so the fluency term would mostly measure
+  whether the model still loops.
 
 Fast multiple-choice scoring (:func:`score_mc`)
 -----------------------------------------------
@@ -54,7 +59,7 @@ import time
 import unicodedata
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -91,7 +96,11 @@ __all__ = [
 
 MC_PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
 MC_OPTION_TEMPLATE = " {option}"
-OPEN_PROMPT_TEMPLATE = MC_PROMPT_TEMPLATE
+#: Two neutral general-knowledge examples fix the answer format (short answer, then a blank line); zero-shot,
+#: the 270M base model mostly answers with a sentence that restates the question (HP open accuracy 4 % vs 10 %).
+OPEN_PROMPT_TEMPLATE = ("Question: What is the capital of France?\nAnswer: Paris\n\n"
+                        "Question: Who painted the Mona Lisa?\nAnswer: Leonardo da Vinci\n\n"
+                        "Question: {question}\nAnswer:")
 COHERENCE_PROMPT_TEMPLATE = "{prompt}\n"
 CHANCE = 0.25
 
@@ -545,8 +554,10 @@ def _eos_ids(hf: Any, tok: Any) -> list[int]:
 
 
 def generate_greedy(model: Any, prompts: Sequence[str], *, tokenizer: Any = None, max_new_tokens: int = 16,
-                    batch_size: int = 16, progress: bool = False) -> tuple[list[list[int]], list[list[int]]]:
-    """Greedy continuations of ``prompts`` (batched, left-padded, KV cache).
+                    batch_size: int = 16, no_repeat_ngram_size: int = 0,
+                    progress: bool = False) -> tuple[list[list[int]], list[list[int]]]:
+    """Greedy continuations of ``prompts`` (batched, left-padded, KV cache). ``no_repeat_ngram_size`` > 0
+    forbids repeating any n-gram of the prompt + continuation (still deterministic).
 
     Returns ``(prompt_ids, new_ids)``: the tokenized prompts (with ``<bos>``) and, per prompt, the
     generated token ids, cut after the first end-of-sequence token (which is kept).
@@ -562,7 +573,7 @@ def generate_greedy(model: Any, prompts: Sequence[str], *, tokenizer: Any = None
     eos = _eos_ids(hf, tok)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else 0)
     gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                               eos_token_id=eos or None)
+                               eos_token_id=eos or None, no_repeat_ngram_size=int(no_repeat_ngram_size))
     prompt_ids = [_encode_prompt(tok, p) for p in prompts]
     new_ids: list[list[int]] = [[] for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompt_ids[i]))  # similar lengths → little padding
@@ -604,18 +615,24 @@ def normalize_answer(text: str) -> str:
     return " ".join(w for w in text.split() if w not in _ARTICLES)
 
 
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "mt", "no", "vs", "etc", "gen", "col", "capt",
+                  "lt", "sgt", "rev", "hon", "ft", "approx", "ca", "inc", "ltd", "co", "vol"}
+
+
 def answer_span(generation: str) -> str:
     """The part of a generation that counts as the answer: its first non-empty line, cut after the first
-    sentence end (``.``, ``!`` or ``?`` followed by a space or the end) whose word has ≥3 characters and
-    no other dot — so initials and abbreviations ("J.K. Rowling", "Mr. Smith") do not end it."""
+    sentence end (``.``, ``!`` or ``?`` followed by a space or the end of the line) — except after a single
+    letter, a dotted initial or a common abbreviation ("J.K. Rowling", "Mr. Weasley", "St. Mungo's")."""
     lines = [ln for ln in str(generation).splitlines() if ln.strip()]
     if not lines:
         return ""
     line = lines[0].strip()
     for m in _SENTENCE_END.finditer(line):
-        word = line[:m.start()].split()[-1] if line[:m.start()].split() else ""
-        if len(word) >= 3 and "." not in word:
-            return line[:m.end()]
+        before = line[:m.start()].split()
+        word = before[-1].lstrip("\"'([") if before else ""
+        if m.group() == "." and (len(word) <= 1 or "." in word or word.lower() in _ABBREVIATIONS):
+            continue
+        return line[:m.end()]
     return line
 
 
@@ -741,7 +758,7 @@ class Measurements:
     mc: pd.DataFrame           # score_mc rows + column 'set' (concept / similar / general)
     open: pd.DataFrame         # score_open rows
     perplexity: float          # held-out neutral perplexity
-    generations: pd.DataFrame  # prompt id, generation text, n_tokens, base_logprob (mean per token, unedited model)
+    generations: pd.DataFrame  # id, prompt, generation, n_tokens, token_ids, base_logprob (mean per token, unedited)
     seconds: float
 
     def accuracy(self, which: str) -> float:
@@ -824,9 +841,14 @@ class Evaluator:
             generations of every state under the unedited model.
         neutral_split: neutral sentences used for perplexity (held-out 'test' by default).
         open_max_new_tokens / gen_max_new_tokens: greedy tokens for open answers / coherence generations.
+        gen_no_repeat_ngram_size: n-gram blocking for the coherence generations (0 = plain greedy).
         limits: override the number of items per set, e.g. ``{"neutral": 100}`` (applies in full mode too).
         seed: seed of the FAST / ``limits`` subsampling.
         progress: tqdm bars.
+        measure_open: score the open questions (greedy generation). They are reported but enter none of
+            efficacy/specificity/coherence, so the δ sweep switches them off to save time (acc_open is NaN).
+        baseline: reuse the unedited result of another Evaluator built with the same concept, split and
+            settings (skips re-measuring it).
 
     Usage::
 
@@ -841,9 +863,9 @@ class Evaluator:
                  mc_prompt_template: str = MC_PROMPT_TEMPLATE, mc_option_template: str = MC_OPTION_TEMPLATE,
                  open_prompt_template: str = OPEN_PROMPT_TEMPLATE,
                  coherence_prompt_template: str = COHERENCE_PROMPT_TEMPLATE,
-                 open_max_new_tokens: int = 10, gen_max_new_tokens: int = 40,
+                 open_max_new_tokens: int = 10, gen_max_new_tokens: int = 40, gen_no_repeat_ngram_size: int = 3,
                  limits: dict[str, int] | None = None, seed: int = 0, batch_tokens: int = 2048,
-                 progress: bool = False):
+                 progress: bool = False, baseline: EvalResult | None = None, measure_open: bool = True):
         from . import data as _data
 
         if split not in _data.SPLITS:
@@ -859,8 +881,10 @@ class Evaluator:
         self.coherence_prompt_template = coherence_prompt_template
         self.open_max_new_tokens = min(open_max_new_tokens, 8) if fast else open_max_new_tokens
         self.gen_max_new_tokens = min(gen_max_new_tokens, FAST_LIMITS["gen_max_new_tokens"]) if fast else gen_max_new_tokens
+        self.gen_no_repeat_ngram_size = gen_no_repeat_ngram_size
         self.batch_tokens = batch_tokens
         self.progress = progress
+        self.measure_open = measure_open
         lim = dict(FAST_LIMITS) if fast else {}
         lim.update(limits or {})
         self.limits = lim
@@ -878,7 +902,10 @@ class Evaluator:
         self.prompts = _subsample(_data.select_split(m.coherence_prompts, split), lim.get("coherence_prompts"), seed)
         if not self.neutral_texts or len(self.prompts) == 0:
             raise ValueError("Need at least one neutral sentence and one coherence prompt.")
-        self._baseline: EvalResult | None = None
+        if baseline is not None and not isinstance(baseline, EvalResult):
+            raise TypeError(f"baseline must be an EvalResult (e.g. another Evaluator's .baseline), "
+                            f"got {type(baseline).__name__}.")
+        self._baseline: EvalResult | None = baseline
         self.results: list[EvalResult] = []
 
     # ------------------------------------------------------------------ measuring
@@ -892,13 +919,18 @@ class Evaluator:
             s.insert(0, "set", which)
             mcs.append(s)
         mc = pd.concat(mcs, ignore_index=True)
-        op = score_open(self.hf, self.open_questions, tokenizer=self.tokenizer, prompt_template=self.open_prompt_template,
-                        max_new_tokens=self.open_max_new_tokens, progress=self.progress)
+        if self.measure_open:
+            op = score_open(self.hf, self.open_questions, tokenizer=self.tokenizer,
+                            prompt_template=self.open_prompt_template, max_new_tokens=self.open_max_new_tokens,
+                            progress=self.progress)
+        else:  # not part of efficacy/specificity/coherence: skipped e.g. in the δ sweep
+            op = pd.DataFrame(columns=["id", "generation", "answer_span", "correct"])
         ppl = perplexity(self.hf, self.neutral_texts, tokenizer=self.tokenizer, batch_tokens=self.batch_tokens,
                          progress=self.progress)
         prompts = [self.coherence_prompt_template.format(prompt=p) for p in self.prompts["prompt"]]
         p_ids, g_ids = generate_greedy(self.hf, prompts, tokenizer=self.tokenizer,
-                                       max_new_tokens=self.gen_max_new_tokens, progress=self.progress)
+                                       max_new_tokens=self.gen_max_new_tokens,
+                                       no_repeat_ngram_size=self.gen_no_repeat_ngram_size, progress=self.progress)
         return mc, op, ppl, p_ids, g_ids, time.perf_counter() - t0
 
     def _generation_frame(self, p_ids: list[list[int]], g_ids: list[list[int]]) -> pd.DataFrame:
@@ -908,6 +940,7 @@ class Evaluator:
             "prompt": self.prompts["prompt"].values,
             "generation": [self.tokenizer.decode(g, skip_special_tokens=True) for g in g_ids],
             "n_tokens": [len(g) for g in g_ids],
+            "token_ids": [list(g) for g in g_ids],
             "base_logprob": [float(lp.mean()) for lp in lps],
         })
 
@@ -941,9 +974,10 @@ class Evaluator:
         MC, open answers, perplexity and generation happen inside ``state``; the generations are then scored
         by the unedited model (inside ``base_state``) after ``state`` has been exited.
         """
+        ctx = _enter(state)  # validate the state before the (possibly long) baseline computation
         base = self.baseline
         name = name or f"state-{len(self.results) + 1}"
-        with _enter(state):
+        with ctx:
             mc, op, ppl, p_ids, g_ids, secs = self._measure_state(name)
         t0 = time.perf_counter()
         with _enter(self.base_state):
