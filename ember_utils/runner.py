@@ -129,7 +129,8 @@ def run_ember(concept: str, seed: int = 0, model_name: str = "gemma-3-270m", fas
         edit = atoms.edit(tokenizer=model.tokenizer)
         record["n_edit_tokens"] = len(edit)
         record["edit_tokens"] = edit.tokens
-        train = Evaluator(model, c, common, split="train", fast=fast, measure_open=False)
+        train = Evaluator(model, c, common, split="train", fast=fast, measure_open=False,
+                          limits=None if fast else {"neutral": 120})
         sweep = sweep_delta(model, edit, train, grid or DELTA_GRID)
         atomic_write_text(folder / f"delta_sweep_seed{seed}.csv", sweep.table.to_csv(index=False))
         record["chosen_delta"] = sweep.chosen_delta
