@@ -31,19 +31,21 @@ Implementation notes (why it is fast):
   (K × n) and ``A G = (Gᵀ X)ᵀ`` costs ``k·K·d`` instead of ``n·K·d``.
 * The code update ``G = X W`` (``W = F (FᵀF+λI)⁻¹``) is the one dense ``n·d·K`` product, and it is
   needed only to *find* each atom's top-k tokens. ``screen=True`` (default) skips it whenever that can be
-  proven unnecessary: at every dense step we remember ``W_ref``, each atom's top ``m = 2k`` tokens
+  proven unnecessary: at every dense step we remember ``W_ref``, each atom's top ``m = 1.5k`` tokens
   (the candidates), the k-th largest |code| ``s_k`` and the largest |code| outside the candidates ``b``.
   Since ``|x_i·w − x_i·w_ref| ≤ ‖x_i‖·‖w − w_ref‖``, with ``slack = max‖x_i‖·‖w − w_ref‖`` plus a
   rigorous bound on float rounding of both products, ``b + 2·slack < s_k`` for every atom proves that
   no non-candidate can enter the new top-k; we then compute the codes of the candidates only (a
   sampled dense-dense product, ``m·d·K``) and take their top-k. Otherwise we do the dense step and
   refresh the reference. The result is the same algorithm (same top-k sets; kept values differ from
-  the dense product only by float rounding). Once the iteration has settled — typically >80% of the
-  iterations, because the patience window runs on a converged iterate — almost every step is screened.
-  ``n_dense_steps_`` / ``n_screened_steps_`` report how often each path ran.
+  the dense product only by float rounding). Once the iteration has settled, almost every step is
+  screened: on the Harry Potter slice of Gemma 3 270M (5k tokens) 473 of 547 code updates, because the
+  patience window runs on a converged iterate. On the full 262k-token vocabulary the iterate keeps
+  moving at the 1e-4 level and every step stays dense (a failed check backs off, so the bookkeeping
+  costs little there). ``n_dense_steps_`` / ``n_screened_steps_`` report how often each path ran.
 * The loss is never formed densely: ``‖A − FGᵀ‖² = ‖A‖² − 2⟨AG, F⟩ + ⟨FᵀF, GᵀG⟩``, and ``AG``, ``GᵀG``
   and ``FᵀF`` are exactly the quantities the next update needs anyway, so the loss check is free. The
-  scalar terms are accumulated in float64 to limit cancellation.
+  sums are accumulated in float64 to limit cancellation.
 * All big buffers are allocated once; the best iterate is copied into preallocated buffers.
 * On the CPU a fit is bit-deterministic for a fixed seed (same machine, same thread count).
 
@@ -68,6 +70,7 @@ logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _MAX_RIDGE_RAISES = 30
+_SCREEN_CANDIDATES = 1.5   # candidates per atom for the screened code update, in units of k
 
 
 def n_nonzero_per_atom(n_tokens: int, sparsity: float) -> int:
@@ -105,7 +108,7 @@ class SparseFactorization(BaseEstimator):
         dtype: ``torch.float32`` (default) or ``torch.float64`` (or their names).
         verbose: show a tqdm progress bar with the current relative error.
         screen: skip the dense code update when a bound proves the top-k sets cannot change beyond each
-            atom's 2k candidates (exact; see the module docstring). ``False`` = always dense.
+            atom's 1.5k candidates (exact; see the module docstring). ``False`` = always dense.
 
     Learned attributes (torch tensors on ``device_``):
         atoms_: (K, d) atom directions, row k = column k of F (not unit norm: the scale lives in F).
@@ -220,7 +223,7 @@ class SparseFactorization(BaseEstimator):
             sys_buf.copy_(gram)
             sys_buf.diagonal().add_(self._ridge)
             L, info = torch.linalg.cholesky_ex(sys_buf)
-            if int(info) == 0 and bool(torch.isfinite(L).all()):
+            if int(info) == 0:   # LAPACK potrf also reports NaN pivots through info
                 return L
             old = self._ridge
             self._ridge = old * 10.0 if old > 0 else 1e-8
@@ -279,21 +282,25 @@ class SparseFactorization(BaseEstimator):
         norms = torch.empty(K, **opts)
         best_Ft, best_idx, best_vals = torch.empty_like(Ft), torch.empty_like(idx), torch.empty_like(vals)
         best = {"loss": math.inf, "iter": 0, "ridge": self._ridge}
-        state = {"has_support": False, "has_ref": False}
+        # has_ref: a screening reference exists; skip/backoff: after a failed check, the next `skip` dense
+        # steps do not prepare a new reference (backoff doubles up to 8) — preparing one costs a larger
+        # top-k, which matters at full-vocabulary size while the iterate is still moving
+        state = {"has_support": False, "has_ref": False, "has_T": False, "skip": 0, "backoff": 1}
         # ---- screening (see the module docstring): candidates = each atom's top-m tokens at the last dense step
-        m = 2 * k
+        m = int(_SCREEN_CANDIDATES * k)
         screen = bool(self.screen) and 4 * k <= n
         if screen:
             ref_W = torch.empty(K, d, **opts)
-            ref_wnorm = torch.empty(K, **opts)
-            ref_bound = torch.empty(K, **opts)                            # largest |G| outside the candidates
-            ref_kth = torch.empty(K, **opts)                              # k-th largest |G|
+            ref_margin = torch.empty(K, **opts)   # allowed ‖w − w_ref‖ + γ‖w‖ (see try_screened)
             cand = torch.empty(K, m, dtype=torch.long, device=device)
-            cand_perm = torch.empty(K, m, dtype=torch.long, device=device)
             sorted_vals = torch.empty(K, m + 1, **opts)
             sorted_idx = torch.empty(K, m + 1, dtype=torch.long, device=device)
-            crow_m = torch.arange(0, K * m + 1, m, dtype=torch.long, device=device)
+            # the candidates' codes are computed token-major (pattern n × K, each X row read once) and
+            # scattered back to atom-major (K × m) order through `order`
+            cand_atom = torch.arange(K, device=device).repeat_interleave(m)
             zeros_m = torch.zeros(K * m, **opts)
+            cvals = torch.empty(K, m, **opts)
+            ref_T = {}
             eps = torch.empty(K, **opts)
             wnorm = torch.empty(K, **opts)
             diff = torch.empty(K, d, **opts)
@@ -316,22 +323,36 @@ class SparseFactorization(BaseEstimator):
         def try_screened() -> bool:
             if not state["has_ref"]:
                 return False
+            # |G_ij(new) − G_ij(ref)| ≤ ‖x_i‖ ε_j + rounding of both products (ε_j = ‖w_j − w_ref_j‖), so
+            # with slack_j = r_max (ε_j + γ(‖w_j‖ + ‖w_ref_j‖)) the condition b_j + 2 slack_j < s_k,j proves
+            # that no non-candidate can enter atom j's new top-k. With ‖w_j‖ ≤ ‖w_ref_j‖ + ε_j it suffices that
+            # ε_j (1 + γ) < (s_k,j − b_j) / (2 r_max) − 2γ‖w_ref_j‖, i.e. ε_j < ref_margin_j (precomputed).
             torch.sub(W, ref_W, out=diff)
             torch.linalg.vector_norm(diff, dim=1, out=eps)
-            torch.linalg.vector_norm(W, dim=1, out=wnorm)
-            # |G_ij(new) - G_ij(ref)| <= |x_i| |w_j - w_ref_j| (+ float rounding of both products)
-            slack = r_max * (eps + gamma * (wnorm + ref_wnorm))
-            if not bool((ref_bound + 2.0 * slack < ref_kth).all()):
+            if not bool((eps < ref_margin).all()):
+                state.update(has_ref=False, skip=state["backoff"], backoff=min(2 * state["backoff"], 8))
                 return False
+            state["backoff"] = 1
+            if not state["has_T"]:
+                build_token_major()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                pattern = torch.sparse_csr_tensor(crow_m, cand.view(-1), zeros_m, (K, n), check_invariants=False)
-                cvals = torch.sparse.sampled_addmm(pattern, W, X.T, beta=0.0).values().view(K, m)
+                pattern = torch.sparse_csr_tensor(ref_T["crow"], ref_T["col"], zeros_m, (n, K), check_invariants=False)
+                cvals.view(-1)[ref_T["order"]] = torch.sparse.sampled_addmm(pattern, X, W.T, beta=0.0).values()
             torch.topk(cvals.abs(), k, dim=1, largest=True, sorted=False, out=(top_vals, pos))
             torch.gather(cand, 1, pos, out=top_idx)
             set_support(torch.gather(cvals, 1, pos), top_idx)
             self.n_screened_steps_ += 1
             return True
+
+        def build_token_major() -> None:
+            tokens = cand.view(-1)
+            order = torch.argsort(tokens * K + cand_atom)          # token-major, atoms ascending per token
+            counts = torch.bincount(tokens, minlength=n)
+            crow_t = torch.zeros(n + 1, dtype=torch.long, device=device)
+            torch.cumsum(counts, 0, out=crow_t[1:])
+            ref_T.update(order=order, col=cand_atom[order].contiguous(), crow=crow_t)
+            state["has_T"] = True
 
         def g_step(it: int) -> None:
             torch.mm(Ft, Ft.T, out=FtF)
@@ -342,7 +363,10 @@ class SparseFactorization(BaseEstimator):
             torch.mm(W, X.T, out=dense)
             torch.abs(dense, out=absbuf)
             self.n_dense_steps_ += 1
-            if not screen:
+            prepare_ref = screen and state["skip"] == 0
+            if screen and not prepare_ref:
+                state["skip"] -= 1
+            if not prepare_ref:
                 torch.topk(absbuf, k, dim=1, largest=True, sorted=False, out=(top_vals, top_idx))
                 set_support(torch.gather(dense, 1, top_idx), top_idx)
                 return
@@ -350,11 +374,11 @@ class SparseFactorization(BaseEstimator):
             top_idx.copy_(sorted_idx[:, :k])
             set_support(torch.gather(dense, 1, top_idx), top_idx)
             ref_W.copy_(W)
-            torch.linalg.vector_norm(W, dim=1, out=ref_wnorm)
-            ref_bound.copy_(sorted_vals[:, m])
-            ref_kth.copy_(sorted_vals[:, k - 1])
-            torch.sort(sorted_idx[:, :m], dim=1, out=(cand, cand_perm))
-            state["has_ref"] = True
+            torch.linalg.vector_norm(W, dim=1, out=wnorm)
+            torch.sub(sorted_vals[:, k - 1], sorted_vals[:, m], out=ref_margin)   # s_k − b
+            ref_margin.div_(2.0 * max(r_max, 1e-30)).sub_(2.0 * gamma * wnorm).div_(1.0 + gamma)
+            cand.copy_(sorted_idx[:, :m])
+            state.update(has_ref=True, has_T=False)
 
         def evaluate() -> tuple[torch.Tensor, torch.Tensor, float]:
             with warnings.catch_warnings():
@@ -362,8 +386,8 @@ class SparseFactorization(BaseEstimator):
                 Gt = torch.sparse_csr_tensor(crow, idx.view(-1), vals.view(-1), (K, n), check_invariants=False)
                 AGt = Gt @ X            # (K, d) = (A G)ᵀ
                 GtG = Gt @ G_dense      # (K, K) = Gᵀ G
-            cross = float(torch.sum(AGt.double() * Ft.double()))
-            quad = float(torch.sum(FtF.double() * GtG.double()))
+            cross = float(torch.sum(AGt * Ft, dtype=torch.float64))
+            quad = float(torch.sum(FtF * GtG, dtype=torch.float64))
             loss2 = norm_a2 - 2.0 * cross + quad
             rel = math.sqrt(max(loss2, 0.0) / norm_a2)
             if not math.isfinite(rel):
