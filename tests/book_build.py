@@ -55,11 +55,15 @@ def fast_book() -> BookBuild:
     # change in ember_utils that breaks a chapter.
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["execute"]["execute_notebooks"] = "force"
+    # jupyter-book resolves local_extensions paths relative to the config file, which now lives in _build/fast.
+    local_ext = (config.get("sphinx") or {}).get("local_extensions") or {}
+    for name, path in local_ext.items():
+        local_ext[name] = str((ROOT / path).resolve())
     FAST_BUILD_DIR.mkdir(parents=True, exist_ok=True)
     config_path = FAST_BUILD_DIR / "_config_fast.yml"
     config_path.write_text(yaml.safe_dump(config))
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb), "build", str(ROOT), "--path-output", str(FAST_BUILD_DIR), "--config", str(config_path),
-           "-W", "-n", "--keep-going"]
+           "--all", "-W", "-n", "--keep-going"]  # --all: fresh environment, every page re-read (and re-executed) and re-written
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     return BookBuild(proc.returncode, proc.stdout + proc.stderr, FAST_BUILD_DIR / "_build" / "html")
