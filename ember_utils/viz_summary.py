@@ -4,8 +4,10 @@ Nothing here computes a result: it reads the experiment runner's files and plots
 optional (a missing file shrinks the figure; with none at all the figure says so):
 
 * ``results/<model>/baselines.csv`` — one row per concept with the unedited model's test accuracies
-  (columns ``concept`` and any of ``mc_test_acc``, ``similar_test_acc``, ``general_test_acc``; the runner's
-  names ``acc_concept``, ``acc_similar``, ``acc_general`` are accepted too).
+  (``python -m ember_utils.baselines``: columns ``concept`` and any of ``acc_mc_test``, ``acc_similar_test``,
+  ``acc_general_test``; the names ``acc_concept``/``acc_similar``/``acc_general`` and ``mc_test_acc``/... are
+  accepted too). Optional ``name`` (display name) and ``usable`` (the concept clears the accuracy bar
+  for erasure experiments) columns label the bars.
 * ``results/<model>/<concept>/<method>_seed<k>.json`` — one record per erasure run, as written by
   :func:`ember_utils.runner.run_ember` (``test_unedited`` and ``test_edited`` metric dicts with
   ``acc_concept``, ``acc_similar``, ``acc_general``, ...). The method label comes from the record's
@@ -31,8 +33,8 @@ __all__ = ["ResultsSummary", "load_baselines", "load_runs", "results_summary", "
 CHANCE = 0.25
 DEFAULT_MODEL_DIR = "gemma-3-270m"
 ACC_COLUMNS = {"acc_concept": "the concept", "acc_similar": "similar domain", "acc_general": "general knowledge"}
-_BASELINE_ALIASES = {"mc_test_acc": "acc_concept", "similar_test_acc": "acc_similar",
-                     "general_test_acc": "acc_general"}
+_BASELINE_ALIASES = {"acc_mc_test": "acc_concept", "acc_similar_test": "acc_similar", "acc_general_test": "acc_general",
+                     "mc_test_acc": "acc_concept", "similar_test_acc": "acc_similar", "general_test_acc": "acc_general"}
 _RUN_FILE = re.compile(r"^(?P<method>[a-z0-9_]+?)_seed(?P<seed>\d+)\.json$")
 UNEDITED = "unedited"
 
@@ -65,7 +67,8 @@ def _method_label(stem_method: str) -> str:
 
 
 def load_baselines(model_dir: str | Path) -> pd.DataFrame | None:
-    """``baselines.csv`` as columns ``concept`` + the known accuracy columns, or ``None`` if absent/empty."""
+    """``baselines.csv`` as columns ``concept`` (+ ``name``, ``usable`` if present) + the known accuracy
+    columns, or ``None`` if absent/empty."""
     path = Path(model_dir) / "baselines.csv"
     if not path.is_file():
         return None
@@ -75,7 +78,8 @@ def load_baselines(model_dir: str | Path) -> pd.DataFrame | None:
     cols = [c for c in ACC_COLUMNS if c in table.columns]
     if not cols or table.empty:
         return None
-    return table[["concept", *cols]].copy()
+    extra = [c for c in ("name", "usable") if c in table.columns]
+    return table[["concept", *extra, *cols]].copy()
 
 
 def load_runs(model_dir: str | Path) -> tuple[pd.DataFrame | None, list[Path]]:
@@ -123,7 +127,7 @@ def _pick_model_dir(results_root: Path, model: str | None) -> Path | None:
 
 
 def _bars(ax, table: pd.DataFrame, group_col: str, groups: list[str], title: str,
-          points: pd.DataFrame | None = None) -> None:
+          points: pd.DataFrame | None = None, labels: dict[str, str] | None = None) -> None:
     """Grouped bars: one group per ``groups`` entry, one bar per accuracy column (mean over rows)."""
     cols = [c for c in ACC_COLUMNS if c in table.columns and table[c].notna().any()]
     width = 0.8 / max(len(cols), 1)
@@ -140,7 +144,8 @@ def _bars(ax, table: pd.DataFrame, group_col: str, groups: list[str], title: str
                     ax.scatter(np.full(len(vals), x[i] + offset), vals, s=10, color="black", zorder=3)
     ax.axhline(CHANCE, ls="--", lw=1, color="black")
     ax.text(len(groups) - 0.5, CHANCE + 0.01, "chance", ha="right", va="bottom", fontsize=8)
-    ax.set_xticks(x, [g.replace("_", " ") for g in groups], rotation=20 if len(groups) > 3 else 0)
+    labels = labels or {}
+    ax.set_xticks(x, [labels.get(g, g.replace("_", " ")) for g in groups], fontsize=9)
     ax.set_ylim(0, 1)
     ax.set_ylabel("test accuracy (4-way MC)")
     ax.set_title(title, fontsize=11)
@@ -159,7 +164,8 @@ def results_summary(results_root: str | Path, model: str | None = None) -> Resul
         baselines = (runs[runs.state == UNEDITED].groupby("concept", as_index=False)[list(ACC_COLUMNS)].mean())
 
     panels = int(baselines is not None) + int(runs is not None)
-    fig = Figure(figsize=(5.2 * panels, 3.8) if panels else (6.0, 1.2), layout="constrained")
+    size = {0: (6.0, 1.2), 1: (6.0, 3.8)}.get(panels, (5.2 * panels, 3.8))
+    fig = Figure(figsize=size, layout="constrained")
     if panels == 0:
         ax = fig.add_subplot()
         ax.axis("off")
@@ -179,9 +185,19 @@ def results_summary(results_root: str | Path, model: str | None = None) -> Resul
     parts = [f"**Results summary for {model_name}**, drawn when the book was built from {shown}: "
              + " and ".join(found) + "."]
     concepts = sorted(baselines["concept"])
-    _bars(axes[0], baselines, "concept", concepts, "What the unedited model knows")
+    labels, unusable = {}, []
+    for row in baselines.itertuples():
+        label = str(getattr(row, "name", row.concept)).replace("_", " ")
+        if "usable" in baselines.columns and str(row.usable).lower() in {"false", "0", "no"}:
+            label += "\n(too weak)"
+            unusable.append(label.split("\n")[0])
+        labels[row.concept] = label
+    _bars(axes[0], baselines, "concept", concepts, "What the unedited model knows", labels=labels)
     parts.append(f"*Left:* test accuracy of the unedited model on {len(concepts)} concept"
                  f"{'s' if len(concepts) != 1 else ''} (4-way multiple choice; dashed line: chance).")
+    if unusable:
+        parts.append(f"The model knows too little about {', '.join(unusable)} to measure an erasure "
+                     "(marked *too weak*; the book does not erase it).")
     if runs is not None:
         methods = [UNEDITED] + sorted(runs.method.unique())
         long = pd.concat([runs[runs.state == UNEDITED].assign(method=UNEDITED).drop_duplicates(["concept", "seed"]),

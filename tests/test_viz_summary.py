@@ -87,3 +87,17 @@ def test_bad_baselines_raise_a_clear_error(tmp_path):
 def test_png_bytes(tmp_path):
     summary = results_summary(tmp_path / "nothing")
     assert summary.png().startswith(b"\x89PNG") and summary._repr_png_().startswith(b"\x89PNG")
+
+
+def test_baselines_in_the_baselines_module_format(tmp_path):
+    """Columns as written by ``python -m ember_utils.baselines`` (acc_mc_test, ..., name, usable)."""
+    folder = tmp_path / "results" / "gemma-3-270m"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"concept": ["harry_potter", "baseball"], "name": ["Harry Potter", "Baseball"],
+                  "acc_mc_test": [0.56, 0.37], "acc_similar_test": [0.51, 0.43], "acc_general_test": [0.63, 0.63],
+                  "usable": [True, False]}).to_csv(folder / "baselines.csv", index=False)
+    summary = results_summary(tmp_path / "results")
+    assert summary.baselines["acc_concept"].tolist() == [0.56, 0.37]
+    ticks = [t.get_text() for t in summary.figure.axes[0].get_xticklabels()]
+    assert ticks == ["Baseball\n(too weak)", "Harry Potter"]
+    assert "too little about Baseball" in summary.caption
