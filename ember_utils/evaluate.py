@@ -653,7 +653,8 @@ def score_open(model: Any, questions: Any, *, tokenizer: Any = None, prompt_temp
                max_new_tokens: int = 10, batch_size: int = 16, progress: bool = False) -> pd.DataFrame:
     """Greedy answers to open questions (``question``, ``answers`` columns), matched with :func:`answer_matches`.
 
-    Returns one row per question: ``id`` (if present), ``generation``, ``answer_span``, ``correct``.
+    Returns one row per question: ``id`` (if present), ``generation``, ``answer_span``, ``correct`` and
+    ``token_ids`` (the generated ids).
     """
     hf, tok = _resolve(model, tokenizer)
     df = questions if isinstance(questions, pd.DataFrame) else pd.DataFrame(list(questions))
@@ -670,6 +671,7 @@ def score_open(model: Any, questions: Any, *, tokenizer: Any = None, prompt_temp
     out["generation"] = gens
     out["answer_span"] = [answer_span(g) for g in gens]
     out["correct"] = [answer_matches(g, a) for g, a in zip(gens, df["answers"])]
+    out["token_ids"] = [list(ids) for ids in new_ids]
     return out
 
 
@@ -760,6 +762,10 @@ class Measurements:
     perplexity: float          # held-out neutral perplexity
     generations: pd.DataFrame  # id, prompt, generation, n_tokens, token_ids, base_logprob (mean per token, unedited)
     seconds: float
+    neutral: pd.DataFrame | None = None  # text_logprobs rows of the neutral sentences (text, n_tokens, logprob)
+    #: items actually run through the model per part ('concept', 'similar', 'general', 'open', 'neutral',
+    #: 'generations'); fewer than the part's size when unaffected items were reused (Evaluator.evaluate).
+    remeasured: dict[str, int] = field(default_factory=dict)
 
     def accuracy(self, which: str) -> float:
         return mc_accuracy(self.mc[self.mc["set"] == which])
@@ -798,6 +804,14 @@ class EvalResult:
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([self.metrics])
+
+
+@dataclass(frozen=True)
+class _Reuse:
+    """What :meth:`Evaluator.evaluate` may copy: the reference measurements and the edited token ids."""
+
+    ref: Measurements
+    edited: frozenset[int]
 
 
 def _enter(state: Any) -> contextlib.AbstractContextManager:
@@ -906,42 +920,166 @@ class Evaluator:
             raise TypeError(f"baseline must be an EvalResult (e.g. another Evaluator's .baseline), "
                             f"got {type(baseline).__name__}.")
         self._baseline: EvalResult | None = baseline
+        self._inputs: dict[str, Any] | None = None
         self.results: list[EvalResult] = []
 
     # ------------------------------------------------------------------ measuring
 
-    def _measure_state(self, name: str) -> tuple[pd.DataFrame, pd.DataFrame, float, list[list[int]], list[list[int]], float]:
+    def _input_tokens(self) -> dict[str, Any]:
+        """Token ids of every input the evaluator feeds the model (cached): per MC set a set per question,
+        per open question / neutral sentence a set, per coherence prompt the id list."""
+        if self._inputs is None:
+            tok = self.tokenizer
+            self._inputs = {
+                "mc": {which: [set(p).union(*(set(b) for b in bs))
+                               for p, bs in _mc_items(q, tok, self.mc_prompt_template, self.mc_option_template)]
+                       for which, q in self.questions.items()},
+                "open": [set(_encode_prompt(tok, self.open_prompt_template.format(question=q)))
+                         for q in self.open_questions["question"]],
+                "neutral": [set(_encode_prompt(tok, t)) for t in self.neutral_texts],
+                "coherence": [_encode_prompt(tok, self.coherence_prompt_template.format(prompt=p))
+                              for p in self.prompts["prompt"]],
+            }
+        return self._inputs
+
+    def _score_mc(self, q: pd.DataFrame) -> pd.DataFrame:
+        return score_mc(self.hf, q, tokenizer=self.tokenizer, prompt_template=self.mc_prompt_template,
+                        option_template=self.mc_option_template, batch_tokens=self.batch_tokens,
+                        progress=self.progress)
+
+    def _score_open(self, q: pd.DataFrame) -> pd.DataFrame:
+        return score_open(self.hf, q, tokenizer=self.tokenizer, prompt_template=self.open_prompt_template,
+                          max_new_tokens=self.open_max_new_tokens, progress=self.progress)
+
+    def _text_logprobs(self, texts: list[str]) -> pd.DataFrame:
+        return text_logprobs(self.hf, texts, tokenizer=self.tokenizer, batch_tokens=self.batch_tokens,
+                             progress=self.progress)
+
+    @staticmethod
+    def _merge(old: pd.DataFrame, need: np.ndarray, new: pd.DataFrame | None) -> pd.DataFrame:
+        """``old`` with the rows where ``need`` is True replaced by ``new`` (in order)."""
+        if new is None or not need.any():
+            return old.reset_index(drop=True)
+        new = new.copy()
+        new.index = np.nonzero(need)[0]
+        return pd.concat([old.reset_index(drop=True)[~need], new]).sort_index()
+
+    def _measure_state(self, reuse: "_Reuse | None" = None) -> tuple[Measurements, list[list[int]], list[list[int]]]:
+        """Measure the model as it is now. With ``reuse``, only inputs that contain an edited token (or whose
+        reference generation does) are run; everything else is copied from the reference measurements."""
         t0 = time.perf_counter()
+        ref = reuse.ref if reuse is not None else None
+        edited = reuse.edited if reuse is not None else frozenset()
+        inputs = self._input_tokens() if reuse is not None else None
+        counts: dict[str, int] = {}
+
+        def touched(token_sets: Iterable[set[int]]) -> np.ndarray:
+            return np.array([not edited.isdisjoint(t) for t in token_sets], dtype=bool)
+
         mcs = []
         for which, q in self.questions.items():
-            s = score_mc(self.hf, q, tokenizer=self.tokenizer, prompt_template=self.mc_prompt_template,
-                         option_template=self.mc_option_template, batch_tokens=self.batch_tokens, progress=self.progress)
+            if ref is None:
+                s, counts[which] = self._score_mc(q), len(q)
+            else:
+                need = touched(inputs["mc"][which])
+                old = ref.mc[ref.mc["set"] == which].drop(columns="set")
+                s = self._merge(old, need, self._score_mc(q[need]) if need.any() else None)
+                counts[which] = int(need.sum())
             s.insert(0, "set", which)
             mcs.append(s)
         mc = pd.concat(mcs, ignore_index=True)
-        if self.measure_open:
-            op = score_open(self.hf, self.open_questions, tokenizer=self.tokenizer,
-                            prompt_template=self.open_prompt_template, max_new_tokens=self.open_max_new_tokens,
-                            progress=self.progress)
-        else:  # not part of efficacy/specificity/coherence: skipped e.g. in the δ sweep
-            op = pd.DataFrame(columns=["id", "generation", "answer_span", "correct"])
-        ppl = perplexity(self.hf, self.neutral_texts, tokenizer=self.tokenizer, batch_tokens=self.batch_tokens,
-                         progress=self.progress)
-        prompts = [self.coherence_prompt_template.format(prompt=p) for p in self.prompts["prompt"]]
-        p_ids, g_ids = generate_greedy(self.hf, prompts, tokenizer=self.tokenizer,
-                                       max_new_tokens=self.gen_max_new_tokens,
-                                       no_repeat_ngram_size=self.gen_no_repeat_ngram_size, progress=self.progress)
-        return mc, op, ppl, p_ids, g_ids, time.perf_counter() - t0
 
-    def _generation_frame(self, p_ids: list[list[int]], g_ids: list[list[int]]) -> pd.DataFrame:
-        lps = continuation_logprobs(self.hf, p_ids, g_ids, batch_tokens=self.batch_tokens)
+        if not self.measure_open:  # not part of efficacy/specificity/coherence: skipped e.g. in the δ sweep
+            op = pd.DataFrame(columns=["id", "generation", "answer_span", "correct", "token_ids"])
+            counts["open"] = 0
+        elif ref is None or len(ref.open) != len(self.open_questions) or "token_ids" not in ref.open.columns:
+            op, counts["open"] = self._score_open(self.open_questions), len(self.open_questions)
+        else:
+            need = touched(p | set(g[:-1]) for p, g in zip(inputs["open"], ref.open["token_ids"]))
+            op = self._merge(ref.open, need, self._score_open(self.open_questions[need]) if need.any() else None)
+            counts["open"] = int(need.sum())
+
+        texts = self.neutral_texts
+        if ref is None or ref.neutral is None:
+            neutral, counts["neutral"] = self._text_logprobs(texts), len(texts)
+        else:
+            need = touched(inputs["neutral"])
+            neutral = self._merge(ref.neutral, need,
+                                  self._text_logprobs([t for t, n in zip(texts, need) if n]) if need.any() else None)
+            counts["neutral"] = int(need.sum())
+        ppl = float(math.exp(-neutral["logprob"].sum() / neutral["n_tokens"].sum()))
+
+        prompts = [self.coherence_prompt_template.format(prompt=p) for p in self.prompts["prompt"]]
+        gen_kw = dict(tokenizer=self.tokenizer, max_new_tokens=self.gen_max_new_tokens,
+                      no_repeat_ngram_size=self.gen_no_repeat_ngram_size, progress=self.progress)
+        if ref is None:
+            p_ids, g_ids = generate_greedy(self.hf, prompts, **gen_kw)
+            counts["generations"] = len(prompts)
+        else:
+            p_ids = [list(p) for p in inputs["coherence"]]
+            g_ids = [list(g) for g in ref.generations["token_ids"]]
+            need = touched(set(p) | set(g[:-1]) for p, g in zip(p_ids, g_ids))
+            if need.any():
+                _, new = generate_greedy(self.hf, [p for p, n in zip(prompts, need) if n], **gen_kw)
+                for i, g in zip(np.nonzero(need)[0], new):
+                    g_ids[i] = g
+            counts["generations"] = int(need.sum())
+            self._check_unaffected(reuse, inputs)
+        meas = Measurements("", mc, op, ppl, pd.DataFrame(), time.perf_counter() - t0, neutral=neutral,
+                            remeasured=counts)
+        return meas, p_ids, g_ids
+
+    def _check_unaffected(self, reuse: "_Reuse", inputs: dict[str, Any], atol: float = 1e-3) -> None:
+        """Spot check of the reuse promise: re-measure one unaffected question per MC set and one unaffected
+        neutral sentence inside the state and compare with the reference (float32 batch effects are ~1e-6)."""
+        problems = []
+        for which, q in self.questions.items():
+            free = [i for i, t in enumerate(inputs["mc"][which]) if reuse.edited.isdisjoint(t)]
+            if not free:
+                continue
+            i = free[0]
+            got = self._score_mc(q.iloc[[i]])
+            old = reuse.ref.mc[reuse.ref.mc["set"] == which].reset_index(drop=True).iloc[i]
+            cols = [c for c in got.columns if c.startswith("score_")]
+            diff = float(np.nanmax(np.abs(got[cols].to_numpy(float)[0] - old[cols].to_numpy(float))))
+            if diff > atol:
+                problems.append(f"{which} MC question {old.get('id', i)!r}: option scores differ by {diff:.3g}")
+        free = [i for i, t in enumerate(inputs["neutral"]) if reuse.edited.isdisjoint(t)]
+        if free and reuse.ref.neutral is not None:
+            i = free[0]
+            got = self._text_logprobs([self.neutral_texts[i]]).iloc[0]
+            old = reuse.ref.neutral.iloc[i]
+            diff = abs(got.logprob - old.logprob) / max(1, int(old.n_tokens))
+            if diff > atol:
+                problems.append(f"neutral sentence {i}: log-likelihood per token differs by {diff:.3g}")
+        if problems:
+            raise ValueError("edited_tokens= promised that the state only changes the input embeddings of "
+                             f"{len(reuse.edited)} tokens relative to the reference '{reuse.ref.name}', but outputs "
+                             "changed on inputs without those tokens (" + "; ".join(problems) + "). Evaluate this "
+                             "state without edited_tokens= (e.g. LoRA, or an edit of a model with tied embeddings).")
+
+    def _generation_frame(self, p_ids: list[list[int]], g_ids: list[list[int]],
+                          ref: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Generations plus their mean per-token log-likelihood under the model as it is now (call it in the
+        unedited state). Rows whose tokens equal ``ref``'s keep ``ref``'s score."""
+        lps: list[float | None] = [None] * len(g_ids)
+        if ref is not None:
+            for i, (g, g_ref, lp) in enumerate(zip(g_ids, ref["token_ids"], ref["base_logprob"])):
+                if list(g) == list(g_ref):
+                    lps[i] = float(lp)
+        todo = [i for i, lp in enumerate(lps) if lp is None]
+        if todo:
+            new = continuation_logprobs(self.hf, [p_ids[i] for i in todo], [g_ids[i] for i in todo],
+                                        batch_tokens=self.batch_tokens)
+            for i, lp in zip(todo, new):
+                lps[i] = float(lp.mean())
         return pd.DataFrame({
             "id": self.prompts["id"].values,
             "prompt": self.prompts["prompt"].values,
             "generation": [self.tokenizer.decode(g, skip_special_tokens=True) for g in g_ids],
             "n_tokens": [len(g) for g in g_ids],
             "token_ids": [list(g) for g in g_ids],
-            "base_logprob": [float(lp.mean()) for lp in lps],
+            "base_logprob": lps,
         })
 
     def _result(self, name: str, meas: Measurements, base: Measurements) -> EvalResult:
@@ -953,36 +1091,76 @@ class Evaluator:
         metrics.update(compute_metrics(raw, braw))
         metrics["selection_score"] = selection_score(metrics["efficacy"], metrics["specificity"], metrics["coherence"])
         metrics["seconds"] = meas.seconds
+        total = len(meas.mc) + len(self.neutral_texts) + len(self.prompts) + (
+            len(self.open_questions) if self.measure_open else 0)
+        metrics["remeasured_fraction"] = sum(meas.remeasured.values()) / total if meas.remeasured else 1.0
         return EvalResult(name, metrics, meas)
+
+    def _finish(self, name: str, meas: Measurements, p_ids: list[list[int]], g_ids: list[list[int]],
+                ref_generations: pd.DataFrame | None, enter_base: bool = True) -> Measurements:
+        """Score the generations under the unedited model (``base_state``, entered here unless the caller is
+        already inside it) and name the measurements."""
+        t0 = time.perf_counter()
+        with _enter(self.base_state) if enter_base else contextlib.nullcontext():
+            gens = self._generation_frame(p_ids, g_ids, ref_generations)
+        meas.name, meas.generations = name, gens
+        meas.seconds += time.perf_counter() - t0
+        return meas
 
     @property
     def baseline(self) -> EvalResult:
         """The unedited model's result (computed on first access under ``base_state``, then cached)."""
         if self._baseline is None:
             with _enter(self.base_state):
-                mc, op, ppl, p_ids, g_ids, secs = self._measure_state("unedited")
-                t0 = time.perf_counter()
-                gens = self._generation_frame(p_ids, g_ids)
-            meas = Measurements("unedited", mc, op, ppl, gens, secs + time.perf_counter() - t0)
+                meas, p_ids, g_ids = self._measure_state()
+                meas = self._finish("unedited", meas, p_ids, g_ids, None, enter_base=False)
             self._baseline = self._result("unedited", meas, meas)
         return self._baseline
 
-    def evaluate(self, state: Any = None, name: str | None = None) -> EvalResult:
+    def _reuse_plan(self, edited_tokens: Any, reference: EvalResult | None) -> "_Reuse":
+        ids = edited_tokens.tolist() if hasattr(edited_tokens, "tolist") else list(edited_tokens)
+        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+            raise TypeError("edited_tokens must be integer token ids (e.g. edit.token_ids).")
+        n_vocab = self.hf.get_input_embeddings().weight.shape[0]
+        bad = [int(i) for i in ids if not 0 <= int(i) < n_vocab]
+        if bad:
+            raise ValueError(f"edited_tokens contains ids outside the vocabulary [0, {n_vocab}): {bad[:5]}.")
+        w_in, w_out = self.hf.get_input_embeddings().weight, _head(self.hf).weight
+        if w_in.data_ptr() == w_out.data_ptr():
+            raise ValueError("The model ties its input and output embeddings, so an embedding edit changes every "
+                             "output; reusing unaffected inputs is wrong. Load it untied (load_model does by "
+                             "default) or evaluate without edited_tokens=.")
+        ref = reference if reference is not None else self.baseline
+        if not any(ref is r for r in [self.baseline, *self.results]):
+            raise ValueError("reference must be this evaluator's baseline or one of its results (the inputs must "
+                             "be the same); got an EvalResult measured elsewhere.")
+        return _Reuse(ref.measurements, frozenset(int(i) for i in ids))
+
+    def evaluate(self, state: Any = None, name: str | None = None, *, edited_tokens: Any = None,
+                 reference: EvalResult | None = None) -> EvalResult:
         """Measure the model inside ``state`` (a context manager, or a zero-argument callable returning one;
         ``None`` = the model as it is now) and compare it with the cached unedited baseline.
 
         MC, open answers, perplexity and generation happen inside ``state``; the generations are then scored
         by the unedited model (inside ``base_state``) after ``state`` has been exited.
+
+        ``edited_tokens`` (e.g. ``edit.token_ids``) declares that ``state`` differs from ``reference`` (default:
+        the baseline; pass e.g. a LoRA result when the edit is applied on top of LoRA) *only* in the input
+        embeddings of these tokens. The model's outputs on an input without any of them are then exactly the
+        reference's, so only inputs that contain an edited token — for generations: in the prompt or in the
+        reference's generated tokens before the last — are run again; the rest is copied. One unaffected item
+        per MC set and one neutral sentence are re-measured as a spot check (ValueError if they changed).
+        ``metrics['remeasured_fraction']`` says how much was run.
         """
+        if reference is not None and edited_tokens is None:
+            raise ValueError("reference= only applies together with edited_tokens=.")
         ctx = _enter(state)  # validate the state before the (possibly long) baseline computation
         base = self.baseline
+        reuse = self._reuse_plan(edited_tokens, reference) if edited_tokens is not None else None
         name = name or f"state-{len(self.results) + 1}"
         with ctx:
-            mc, op, ppl, p_ids, g_ids, secs = self._measure_state(name)
-        t0 = time.perf_counter()
-        with _enter(self.base_state):
-            gens = self._generation_frame(p_ids, g_ids)
-        meas = Measurements(name, mc, op, ppl, gens, secs + time.perf_counter() - t0)
+            meas, p_ids, g_ids = self._measure_state(reuse)
+        meas = self._finish(name, meas, p_ids, g_ids, reuse.ref.generations if reuse is not None else None)
         res = self._result(name, meas, base.measurements)
         self.results.append(res)
         return res

@@ -129,13 +129,13 @@ def run_ember(concept: str, seed: int = 0, model_name: str = "gemma-3-270m", fas
         edit = atoms.edit(tokenizer=model.tokenizer)
         record["n_edit_tokens"] = len(edit)
         record["edit_tokens"] = edit.tokens
-        train = Evaluator(model, c, common, split="train", fast=fast, measure_open=False,
-                          limits=None if fast else {"neutral": 120})
+        train = Evaluator(model, c, common, split="train", fast=fast, measure_open=False)
         sweep = sweep_delta(model, edit, train, grid or DELTA_GRID)
         atomic_write_text(folder / f"delta_sweep_seed{seed}.csv", sweep.table.to_csv(index=False))
         record["chosen_delta"] = sweep.chosen_delta
         if sweep.edit is not None:
-            res = test.evaluate(sweep.edit.applied_to(model), name=f"EMBER δ={sweep.chosen_delta:g}")
+            res = test.evaluate(sweep.edit.applied_to(model), name=f"EMBER δ={sweep.chosen_delta:g}",
+                                edited_tokens=sweep.edit.token_ids)
             record["test_edited"] = res.metrics
             sweep.edit.save(folder / f"edit_seed{seed}.safetensors")
         else:

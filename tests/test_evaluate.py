@@ -212,7 +212,7 @@ def test_answer_matches(gen, answers, ok):
 def test_score_open_frame(tiny_bridge):
     df = pd.DataFrame({"id": ["o1", "o2"], "question": ["Who?", "Where?"], "answers": [["Harry"], ["Rome"]]})
     out = E.score_open(tiny_bridge, df, max_new_tokens=4)
-    assert list(out.columns) == ["id", "generation", "answer_span", "correct"]
+    assert list(out.columns) == ["id", "generation", "answer_span", "correct", "token_ids"]
     assert out["correct"].dtype == bool
     with pytest.raises(ValueError, match="answers"):
         E.score_open(tiny_bridge, df.drop(columns="answers"))
@@ -417,6 +417,73 @@ def test_evaluator_with_lora_state():
 
     assert ev.evaluate(nothing, name="callable").metrics["perplexity"] == pytest.approx(lora.metrics["perplexity"])
     assert ev2.baseline.metrics["perplexity"] == pytest.approx(ref.baseline.metrics["perplexity"], rel=1e-5)
+
+
+def _token_ids(bridge, *texts) -> list[int]:
+    ids = set()
+    for t in texts:
+        ids.update(bridge.tokenizer(t, add_special_tokens=False)["input_ids"])
+    return sorted(ids)
+
+
+@pytest.mark.parametrize("which", ["names", "first_generation"])
+def test_evaluator_reuse_of_unaffected_inputs_equals_full_measurement(fresh_tiny_bridge, which):
+    """edited_tokens=: only inputs with an edited token are re-run, and every number equals a full measurement."""
+    bridge = fresh_tiny_bridge
+    concept, common = _toy_data(bridge)
+    ev = E.Evaluator(bridge, concept, common, split="test", gen_max_new_tokens=6, open_max_new_tokens=4)
+    if which == "names":
+        ids = _token_ids(bridge, " Hogwarts", " Harry", " Dumbledore")
+    else:  # tokens that the unedited model generates for the first coherence prompt (but not in its prompt)
+        prompt_ids = set(E._encode_prompt(bridge.tokenizer, E.COHERENCE_PROMPT_TEMPLATE.format(
+            prompt=common.coherence_prompts["prompt"].iloc[0])))
+        gen = ev.baseline.generations["token_ids"].iloc[0]
+        ids = sorted(set(gen[:-1]) - prompt_ids - {bridge.tokenizer.eos_token_id})
+        assert ids, "the first generation should contain some new token"
+    full = ev.evaluate(_embedding_noise(bridge, ids, scale=3.0), name="full")
+    fast = ev.evaluate(_embedding_noise(bridge, ids, scale=3.0), name="reuse", edited_tokens=torch.tensor(ids))
+    assert 0.0 < fast.metrics["remeasured_fraction"] < 1.0 and full.metrics["remeasured_fraction"] == 1.0
+    for k in ("acc_concept", "acc_similar", "acc_general", "acc_open"):
+        assert fast.metrics[k] == full.metrics[k], k
+    for k in ("perplexity", "fluency_logprob", "efficacy", "specificity", "coherence", "score"):
+        assert fast.metrics[k] == pytest.approx(full.metrics[k], rel=1e-5, abs=1e-6), k
+    pd.testing.assert_frame_equal(fast.mc.drop(columns=SCORE_COLS), full.mc.drop(columns=SCORE_COLS))
+    np.testing.assert_allclose(fast.mc[SCORE_COLS].to_numpy(float), full.mc[SCORE_COLS].to_numpy(float), atol=1e-5)
+    assert list(fast.generations["token_ids"]) == list(full.generations["token_ids"])
+    assert list(fast.open["generation"]) == list(full.open["generation"])
+    if which == "first_generation":  # the affected generation was re-run, and it changed under the edit
+        assert fast.measurements.remeasured["generations"] >= 1
+
+
+def test_evaluator_reuse_spot_check_catches_a_broken_promise(fresh_tiny_bridge):
+    bridge = fresh_tiny_bridge
+    concept, common = _toy_data(bridge)
+    ev = E.Evaluator(bridge, concept, common, gen_max_new_tokens=4, open_max_new_tokens=3)
+    declared = _token_ids(bridge, " Hogwarts")
+    really_changed = [i for i in range(4, len(bridge.tokenizer)) if i not in declared]
+    with pytest.raises(ValueError, match="promised"):
+        ev.evaluate(_embedding_noise(bridge, really_changed), edited_tokens=declared)
+    W = bridge.W_E.detach().clone()
+    with pytest.raises(ValueError, match="reference= only applies"):
+        ev.evaluate(reference=ev.baseline)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        ev.evaluate(edited_tokens=[len(bridge.tokenizer) + 5])
+    with pytest.raises(TypeError, match="integer token ids"):
+        ev.evaluate(edited_tokens=["Hogwarts"])
+    other = E.Evaluator(bridge, concept, common, gen_max_new_tokens=4, open_max_new_tokens=3)
+    with pytest.raises(ValueError, match="this evaluator's baseline"):
+        ev.evaluate(edited_tokens=declared, reference=other.baseline)
+    assert torch.equal(bridge.W_E, W)  # state restored after the failure
+
+
+def test_evaluator_reuse_refuses_tied_embeddings():
+    from tiny_models import tiny_bridge_and_hf
+
+    bridge, _, _ = tiny_bridge_and_hf(untie=False)
+    concept, common = _toy_data(bridge)
+    ev = E.Evaluator(bridge, concept, common, gen_max_new_tokens=3, open_max_new_tokens=3)
+    with pytest.raises(ValueError, match="ties its input and output embeddings"):
+        ev.evaluate(edited_tokens=[5])
 
 
 def test_evaluator_fast_mode_and_errors(tiny_bridge):

@@ -78,8 +78,10 @@ class _FakeEvaluator:
 
     def __init__(self, model, token_id):
         self.model, self.token_id, self.base = model, token_id, model.W_E[token_id].detach().clone()
+        self.calls = []
 
-    def evaluate(self, state, name=None):
+    def evaluate(self, state, name=None, edited_tokens=None, reference=None):
+        self.calls.append(None if edited_tokens is None else sorted(edited_tokens.tolist()))
         with state:
             moved = (self.model.W_E[self.token_id] - self.base).norm().item()
         eff = min(1.0, moved / 10)
@@ -102,6 +104,9 @@ def test_sweep_delta_picks_by_rule_and_leaves_model_unedited():
     assert torch.equal(bridge.W_E, W0)
     assert sweep.chosen_delta == 5 and sweep.edit.delta == 5
     assert list(sweep.table.delta) == [1, 2, 5, 10] and sweep.table.score.iloc[-1] == 0
+    assert ev.calls == [[5]] * 4  # the edited tokens are declared, so unaffected inputs can be reused
+    sweep_delta(bridge, edit, ev, grid=[1], progress=False, reuse_unaffected=False)
+    assert ev.calls[-1] is None
     ev.split = "test"
     with pytest.raises(ValueError, match="train split"):
         sweep_delta(bridge, edit, ev, grid=[1])
