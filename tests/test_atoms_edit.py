@@ -9,7 +9,7 @@ import torch
 from ember_utils.atoms import PermutationRule, RatioRule, describe_atoms, project_vocabulary, score_atoms, select_atoms
 from ember_utils.edit import EditStateError, EmbeddingEdit, build_edit, select_delta
 from ember_utils.vocab import CONCEPT, NEUTRAL, SHARED, VocabSlice, build_vocab_slice
-from tiny_models import tiny_bridge_and_hf, tiny_tokenizer
+from tiny_models import tiny_bridge_and_hf, word_tokenizer
 
 CONCEPT_TEXTS = ["Harry Potter is a young wizard", "the wand chose the wizard", "Hogwarts castle owl"]
 NEUTRAL_TEXTS = ["the cat sat on the warm mat", "people go to the market to buy bread",
@@ -19,7 +19,7 @@ NEUTRAL_TEXTS = ["the cat sat on the warm mat", "people go to the market to buy 
 # ---------------------------------------------------------------- vocabulary slice
 
 def test_vocab_slice_labels():
-    tok = tiny_tokenizer()
+    tok = word_tokenizer()
     v = build_vocab_slice(tok, CONCEPT_TEXTS, NEUTRAL_TEXTS)
     lab = dict(zip(v.tokens, v.labels))
     assert lab["wizard"] == CONCEPT and lab["cat"] == NEUTRAL and lab["the"] == SHARED
@@ -30,9 +30,9 @@ def test_vocab_slice_labels():
 
 def test_vocab_slice_rejects_empty_corpus():
     with pytest.raises(ValueError, match="concept corpus is empty"):
-        build_vocab_slice(tiny_tokenizer(), [], NEUTRAL_TEXTS)
+        build_vocab_slice(word_tokenizer(), [], NEUTRAL_TEXTS)
     with pytest.raises(TypeError, match=r"neutral corpus\[1\]"):
-        build_vocab_slice(tiny_tokenizer(), CONCEPT_TEXTS, ["ok", 3])
+        build_vocab_slice(word_tokenizer(), CONCEPT_TEXTS, ["ok", 3])
 
 
 # ---------------------------------------------------------------- atom scoring

@@ -387,7 +387,7 @@ def test_evaluator_generations_scored_by_unedited_model(fresh_tiny_bridge):
 
 
 def test_evaluator_with_lora_state():
-    from conftest import boot_tiny_bridge, build_tiny_model
+    from tiny_models import boot_tiny_bridge, build_tiny_model
     from peft import LoraConfig, get_peft_model
 
     model, tok = build_tiny_model()
