@@ -100,8 +100,13 @@ def run_factorization_grid(concept: str, ks: Sequence[int] = (25, 50, 100, 200),
 
 
 def run_ember(concept: str, seed: int = 0, model_name: str = "gemma-3-270m", fast: bool = False,
-              root: str | Path | None = None, model: Any = None, grid: Sequence[float] | None = None) -> dict:
-    """The full EMBER pipeline for one concept and seed: atoms, δ sweep on train, test before/after."""
+              root: str | Path | None = None, model: Any = None, grid: Sequence[float] | None = None,
+              baselines: dict[tuple[str, str], Any] | None = None) -> dict:
+    """The full EMBER pipeline for one concept and seed: atoms, δ sweep on train, test before/after.
+
+    ``baselines``: a dict shared between calls on the same model; the unedited measurements of each
+    (concept, split) are stored there and reused by later seeds (they do not depend on the seed).
+    """
     from .data import load_common, load_concept
     from .edit import DELTA_GRID
     from .evaluate import Evaluator
@@ -120,7 +125,9 @@ def run_ember(concept: str, seed: int = 0, model_name: str = "gemma-3-270m", fas
                               "reconstruction_error": atoms.factorization.reconstruction_error_,
                               "selection_rule": atoms.rule.describe(), "selected_atoms": atoms.selected_atoms,
                               "atoms": atoms.describe(atoms.selected_atoms).to_dict(orient="records")}
-    test = Evaluator(model, c, common, split="test", fast=fast)
+    baselines = {} if baselines is None else baselines
+    test = Evaluator(model, c, common, split="test", fast=fast, baseline=baselines.get((concept, "test", fast)))
+    baselines[(concept, "test", fast)] = test.baseline
     base = test.baseline.metrics
     record["test_unedited"] = base
     if not atoms.selected_atoms:
@@ -129,7 +136,9 @@ def run_ember(concept: str, seed: int = 0, model_name: str = "gemma-3-270m", fas
         edit = atoms.edit(tokenizer=model.tokenizer)
         record["n_edit_tokens"] = len(edit)
         record["edit_tokens"] = edit.tokens
-        train = Evaluator(model, c, common, split="train", fast=fast, measure_open=False)
+        train = Evaluator(model, c, common, split="train", fast=fast, measure_open=False,
+                          baseline=baselines.get((concept, "train", fast)))
+        baselines[(concept, "train", fast)] = train.baseline
         sweep = sweep_delta(model, edit, train, grid or DELTA_GRID)
         atomic_write_text(folder / f"delta_sweep_seed{seed}.csv", sweep.table.to_csv(index=False))
         record["chosen_delta"] = sweep.chosen_delta
@@ -145,6 +154,27 @@ def run_ember(concept: str, seed: int = 0, model_name: str = "gemma-3-270m", fas
     atomic_write_json(folder / f"ember_seed{seed}.json", record)
     _write_config(folder, f"ember_seed{seed}", {"concept": concept, "seed": seed, "fast": fast, "model": model_name})
     return record
+
+
+def collect_ember_results(model_name: str = "gemma-3-270m", root: str | Path | None = None) -> pd.DataFrame:
+    """One row per committed ``ember_seed*.json`` under ``results/<model>/``: concept, seed, chosen δ,
+    edited tokens and test-split metrics before/after."""
+    base = results_dir(model_name, None, root)
+    rows = []
+    for path in sorted(base.glob("*/ember_seed*.json")):
+        rec = json.loads(path.read_text())
+        before, after = rec.get("test_unedited") or {}, rec.get("test_edited") or {}
+        rows.append({"concept": rec["concept"], "seed": rec["seed"], "fast": rec.get("fast", False),
+                     "selected_atoms": len(rec.get("selected_atoms", [])), "edit_tokens": rec.get("n_edit_tokens", 0),
+                     "chosen_delta": rec.get("chosen_delta"),
+                     "concept_acc_before": before.get("acc_concept"), "concept_acc_after": after.get("acc_concept"),
+                     "similar_acc_before": before.get("acc_similar"), "similar_acc_after": after.get("acc_similar"),
+                     "general_acc_before": before.get("acc_general"), "general_acc_after": after.get("acc_general"),
+                     "efficacy": after.get("efficacy"), "specificity": after.get("specificity"),
+                     "coherence": after.get("coherence"), "score": after.get("score")})
+    if not rows:
+        print(f"No EMBER results under {base} yet: run `python -m ember_utils.runner ember --concept ...`.")
+    return pd.DataFrame(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,9 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .models import load_model
 
         model = load_model(args.model)
+        baselines: dict = {}
         for concept in args.concept:
             for seed in args.seeds:
-                rec = run_ember(concept, seed, args.model, args.fast, model=model)
+                rec = run_ember(concept, seed, args.model, args.fast, model=model, baselines=baselines)
                 print(json.dumps({k: rec.get(k) for k in ("concept", "seed", "chosen_delta", "selected_atoms",
                                                           "n_edit_tokens", "seconds")}), flush=True)
     return 0
@@ -179,24 +210,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def collect_ember_results(model_name: str = "gemma-3-270m", root: str | Path | None = None) -> pd.DataFrame:
-    """One row per committed ``ember_seed*.json`` under ``results/<model>/``: concept, seed, chosen δ,
-    edited tokens and test-split metrics before/after."""
-    base = results_dir(model_name, None, root)
-    rows = []
-    for path in sorted(base.glob("*/ember_seed*.json")):
-        rec = json.loads(path.read_text())
-        before, after = rec.get("test_unedited") or {}, rec.get("test_edited") or {}
-        rows.append({"concept": rec["concept"], "seed": rec["seed"], "fast": rec.get("fast", False),
-                     "selected_atoms": len(rec.get("selected_atoms", [])), "edit_tokens": rec.get("n_edit_tokens", 0),
-                     "chosen_delta": rec.get("chosen_delta"),
-                     "concept_acc_before": before.get("acc_concept"), "concept_acc_after": after.get("acc_concept"),
-                     "similar_acc_before": before.get("acc_similar"), "similar_acc_after": after.get("acc_similar"),
-                     "general_acc_before": before.get("acc_general"), "general_acc_after": after.get("acc_general"),
-                     "efficacy": after.get("efficacy"), "specificity": after.get("specificity"),
-                     "coherence": after.get("coherence"), "score": after.get("score")})
-    if not rows:
-        print(f"No EMBER results under {base} yet: run `python -m ember_utils.runner ember --concept ...`.")
-    return pd.DataFrame(rows)
