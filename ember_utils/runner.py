@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import re
 import shlex
 import sys
 import time
@@ -162,6 +163,8 @@ def collect_ember_results(model_name: str = "gemma-3-270m", root: str | Path | N
     base = results_dir(model_name, None, root)
     rows = []
     for path in sorted(base.glob("*/ember_seed*.json")):
+        if not re.fullmatch(r"ember_seed\d+\.json", path.name):  # e.g. ember_seed0.config.json
+            continue
         rec = json.loads(path.read_text())
         before, after = rec.get("test_unedited") or {}, rec.get("test_edited") or {}
         rows.append({"concept": rec["concept"], "seed": rec["seed"], "fast": rec.get("fast", False),
