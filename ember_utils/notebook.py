@@ -15,7 +15,8 @@ import torch
 
 from .models import DEFAULT_MODEL, get_preset, pick_device, _hf_token
 
-__all__ = ["ChapterContext", "setup_chapter", "is_fast", "in_colab", "GPU_DEFAULT_MODEL", "set_seed", "repo_root"]
+__all__ = ["ChapterContext", "setup_chapter", "is_fast", "in_colab", "GPU_DEFAULT_MODEL", "set_seed", "repo_root",
+           "glue"]
 
 GPU_DEFAULT_MODEL = "google/gemma-2-2b-it"
 _TRUE = {"1", "true", "yes", "on"}
@@ -88,3 +89,17 @@ def setup_chapter(seed: int = 0, model_name: str | None = None, quiet: bool = Fa
     if not quiet:
         print(ctx)
     return ctx
+
+
+def glue(name: str, value: object, display: bool = True) -> None:
+    """``myst_nb.glue`` when it is installed (the book build: the page's text can cite ``value`` by ``name``);
+    elsewhere (Colab, plain Jupyter: myst-nb is only in the ``book`` extra) just show ``value`` if ``display``."""
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        if display:
+            from IPython.display import display as show
+
+            show(value)
+        return
+    myst_glue(name, value, display=display)

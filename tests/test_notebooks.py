@@ -2,7 +2,11 @@
 the standard setup cell."""
 from __future__ import annotations
 
+import ast
+import importlib.metadata as md
 import json
+import re
+import sys
 
 import jupytext
 import nbformat
@@ -38,6 +42,51 @@ def test_first_code_cell_is_standard_setup(nb_path):
         assert needle in src, f"{nb_path.name}: setup cell lacks {needle!r}"
 
 
+def _imported_modules(nb) -> set[str]:
+    mods = set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        src = "\n".join(ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!")))
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.Import):
+                mods.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                mods.add(node.module.split(".")[0])
+    return mods
+
+
+def _base_requirements() -> set[str]:
+    """Distribution names the package installs without extras (what Colab gets from `pip install -e`)."""
+    reqs = md.requires("ember_utils") or []
+    names = set()
+    for r in reqs:
+        if "extra ==" in r:
+            continue
+        names.add(re.split(r"[\s<>=!~;\[(]", r, maxsplit=1)[0].lower().replace("_", "-"))
+    return names
+
+
+#: on Colab without installing anything: IPython/ipykernel; `google` is Colab's own module.
+COLAB_PREINSTALLED = {"IPython", "ipykernel", "google"}
+
+
+@pytest.mark.parametrize("nb_path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_imports_only_what_colab_gets(nb_path):
+    """Colab runs `pip install -e <repo>` (no `book`/`dev` extras): a chapter may import only the standard
+    library, the package, its base dependencies and what Colab preinstalls (e.g. not myst_nb)."""
+    base = _base_requirements()
+    dists = md.packages_distributions()
+    bad = []
+    for mod in sorted(_imported_modules(nbformat.read(nb_path, as_version=4))):
+        if mod in sys.stdlib_module_names or mod in COLAB_PREINSTALLED or mod == "ember_utils":
+            continue
+        owners = {d.lower().replace("_", "-") for d in dists.get(mod, [])}
+        if not owners & base:
+            bad.append(f"{mod} (from {sorted(owners) or 'nothing installed'})")
+    assert not bad, f"{nb_path.name} imports modules that `pip install -e` does not provide on Colab: {bad}"
+
+
 @pytest.mark.parametrize("nb_path", CHAPTERS, ids=lambda p: p.stem)
 def test_committed_notebooks_have_no_outputs(nb_path):
     nb = nbformat.read(nb_path, as_version=4)
@@ -65,3 +114,17 @@ def test_chapter_executed_without_errors(nb_path):
     assert all(c.get("execution_count") for c in code), f"{rel}: some cells were not executed"
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, f"{rel}: error outputs {[e.get('ename') for e in errors]}"
+
+
+def test_glue_without_myst_nb_shows_the_value(monkeypatch):
+    """On Colab myst-nb is absent: `ember_utils.notebook.glue` must not fail, and shows the value if asked."""
+    import IPython.display
+
+    from ember_utils.notebook import glue
+
+    shown = []
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # makes `from myst_nb import glue` raise ImportError
+    monkeypatch.setattr(IPython.display, "display", lambda v: shown.append(v))
+    glue("hidden", 1, display=False)
+    glue("shown", 2)
+    assert shown == [2]
