@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Offline stand-in for "open the chapter in Colab and run all cells": every chapter, top to bottom, in FAST
+# mode, in a fresh virtual environment that has only what Colab preinstalls that matters here (torch,
+# IPython). A fake `google.colab` module makes each chapter's setup cell take its Colab branch, which clones
+# the repository (from this checkout's committed `main`, via EMBER_REPO_URL) and runs `pip install -e` on it,
+# exactly as on Colab. What it cannot check: the GPU preset (no GPU here) and the real GitHub URL.
+#
+# Usage: bash scripts/colab_smoke.sh [workdir]      (default: a new temporary folder; ~6 min on 2 CPU cores)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${1:-$(mktemp -d /tmp/ember-colab-XXXXXX)}
+mkdir -p "$WORK"
+cd "$WORK"
+if ! git -C "$ROOT" rev-parse --verify -q main >/dev/null; then
+  echo "colab_smoke: $ROOT has no 'main' branch to clone (the setup cell clones --branch main)." >&2
+  exit 2
+fi
+PY=${PYTHON:-python3}
+[ -x venv/bin/python ] || "$PY" -m venv venv
+venv/bin/python -m pip install -q --upgrade pip
+venv/bin/python -m pip install -q "torch==2.13.0" ipython   # Colab ships torch and IPython
+export EMBER_REPO_URL="file://$ROOT" EMBER_FAST=1 MPLBACKEND=Agg
+status=0
+cat > run_notebook.py <<'PY'
+"""Run a notebook's code cells in order in one IPython shell, as Colab does; exit 1 at the first failing cell."""
+import json, sys, types
+sys.modules["google.colab"] = types.ModuleType("google.colab")  # the setup cell's Colab branch
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+cells = [c for c in json.load(open(sys.argv[1]))["cells"] if c["cell_type"] == "code"]
+for i, cell in enumerate(cells, 1):
+    result = shell.run_cell("".join(cell["source"]), store_history=True)
+    if not result.success:
+        print(f"cell {i} of {len(cells)} failed", file=sys.stderr)
+        sys.exit(1)
+print(f"all {len(cells)} code cells ran")
+PY
+for nb in "$ROOT"/notebooks/[0-9]*.ipynb; do
+  name=$(basename "$nb" .ipynb)
+  start=$(date +%s)
+  if venv/bin/python run_notebook.py "$nb" > "$name.log" 2>&1; then
+    echo "$name: ran top to bottom in $(( $(date +%s) - start )) s ($(tail -1 "$name.log"))"
+  else
+    echo "$name: FAILED after $(( $(date +%s) - start )) s; last lines of $WORK/$name.log:"
+    tail -25 "$name.log"
+    status=1
+  fi
+done
+echo "cloned commit: $(git -C ember-book log --oneline -1 2>/dev/null || echo none)"
+exit $status
