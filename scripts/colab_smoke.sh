@@ -2,7 +2,7 @@
 # Offline stand-in for "open the chapter in Colab and run all cells": every chapter, top to bottom, in FAST
 # mode, in a fresh virtual environment that has only what Colab preinstalls that matters here (torch,
 # IPython). A fake `google.colab` module makes each chapter's setup cell take its Colab branch, which clones
-# the repository (from this checkout's committed `main`, via EMBER_REPO_URL) and runs `pip install -e` on it,
+# the repository (this checkout's committed HEAD, served via EMBER_REPO_URL) and runs `pip install -e` on it,
 # exactly as on Colab. What it cannot check: the GPU preset (no GPU here) and the real GitHub URL.
 #
 # Usage: bash scripts/colab_smoke.sh [workdir]      (default: a new temporary folder; ~6 min on 2 CPU cores)
@@ -11,20 +11,30 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${1:-$(mktemp -d /tmp/ember-colab-XXXXXX)}
 mkdir -p "$WORK"
 cd "$WORK"
-if ! git -C "$ROOT" rev-parse --verify -q main >/dev/null; then
-  echo "colab_smoke: $ROOT has no 'main' branch to clone (the setup cell clones --branch main)." >&2
-  exit 2
-fi
+# The setup cell clones `--branch main` of EMBER_REPO_URL: serve this checkout's HEAD (committed state) as
+# branch main of a local bare repository, whatever branch or detached HEAD the checkout is on.
+rm -rf origin.git
+git clone -q --bare "$ROOT" origin.git
+git -C origin.git update-ref refs/heads/main "$(git -C "$ROOT" rev-parse HEAD)"
+git -C origin.git symbolic-ref HEAD refs/heads/main
+rm -rf ember-book  # a previous run's clone
 PY=${PYTHON:-python3}
 [ -x venv/bin/python ] || "$PY" -m venv venv
-venv/bin/python -m pip install -q --upgrade pip
-venv/bin/python -m pip install -q "torch==2.13.0" ipython   # Colab ships torch and IPython
-export EMBER_REPO_URL="file://$ROOT" EMBER_FAST=1 MPLBACKEND=Agg
+venv/bin/python -m pip install -q --upgrade pip 2>pip.log
+venv/bin/python -m pip install -q "torch==2.13.0" ipython 2>>pip.log  # Colab ships torch and IPython
+export EMBER_REPO_URL="file://$WORK/origin.git" EMBER_FAST=1 MPLBACKEND=Agg
 status=0
 cat > run_notebook.py <<'PY'
 """Run a notebook's code cells in order in one IPython shell, as Colab does; exit 1 at the first failing cell."""
-import json, sys, types
-sys.modules["google.colab"] = types.ModuleType("google.colab")  # the setup cell's Colab branch
+import json, os, sys
+# A stand-in `google.colab` package (a real module with a spec: libraries such as accelerate probe it with
+# importlib), so that the chapter's setup cell takes its Colab branch.
+fake = os.path.abspath("fake_colab")
+os.makedirs(os.path.join(fake, "google", "colab"), exist_ok=True)
+for pkg in ("google", "google/colab"):
+    open(os.path.join(fake, pkg, "__init__.py"), "a").close()
+sys.path.insert(0, fake)
+import google.colab  # noqa: E402,F401
 from IPython.core.interactiveshell import InteractiveShell
 shell = InteractiveShell.instance()
 cells = [c for c in json.load(open(sys.argv[1]))["cells"] if c["cell_type"] == "code"]

@@ -8,6 +8,6 @@ if ! command -v chromium >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
-# The test command runs everything, the real-model tests included.
-export EMBER_RUN_REAL_MODEL=1
+# The test command runs everything, the real-model tests and the Colab smoke run included.
+export EMBER_RUN_REAL_MODEL=1 EMBER_RUN_COLAB=1
 .venv/bin/python -m pytest -q -ra "$@"

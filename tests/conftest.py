@@ -8,7 +8,8 @@
   marked ``@pytest.mark.real_model``.
 
 Tests marked ``real_model`` are skipped unless the ``-m`` expression mentions ``real_model`` (e.g.
-``pytest -m real_model``) or ``EMBER_RUN_REAL_MODEL=1`` is set, so a plain ``pytest`` stays fast.
+``pytest -m real_model``) or ``EMBER_RUN_REAL_MODEL=1`` is set, so a plain ``pytest`` stays fast; the same
+for ``colab`` (the Colab smoke run of every chapter) and ``EMBER_RUN_COLAB=1``.
 
 Tests *not* marked ``real_model`` run with one torch thread (``EMBER_TEST_THREADS=N`` sets N threads for
 all tests): tiny models are dominated by per-op overhead, and on a busy 2-core machine two spinning
@@ -61,11 +62,18 @@ def real_bridge():
     return ember_utils.load_model()
 
 
+#: opt-in markers: skipped unless named in ``-m`` or switched on by their environment variable
+OPT_IN = {"real_model": "EMBER_RUN_REAL_MODEL", "colab": "EMBER_RUN_COLAB"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip ``real_model`` tests unless asked for with ``-m ...real_model...`` or EMBER_RUN_REAL_MODEL=1."""
-    if "real_model" in (config.getoption("-m") or "") or os.environ.get("EMBER_RUN_REAL_MODEL") == "1":
-        return
-    skip = pytest.mark.skip(reason="real-model test: run with `-m real_model` or EMBER_RUN_REAL_MODEL=1")
-    for item in items:
-        if "real_model" in item.keywords:
-            item.add_marker(skip)
+    """Skip ``real_model`` / ``colab`` tests unless asked for with ``-m ...`` or EMBER_RUN_REAL_MODEL=1 /
+    EMBER_RUN_COLAB=1."""
+    expr = config.getoption("-m") or ""
+    for marker, env in OPT_IN.items():
+        if marker in expr or os.environ.get(env) == "1":
+            continue
+        skip = pytest.mark.skip(reason=f"{marker} test: run with `-m {marker}` or {env}=1")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
