@@ -536,8 +536,12 @@ def perplexity(model: Any, texts: Sequence[str], *, tokenizer: Any = None, **kwa
     """Token-weighted perplexity exp(−Σ log p / Σ tokens) over ``texts`` (each scored after ``<bos>``)."""
     if len(texts) == 0:
         raise ValueError("No texts for perplexity.")
-    df = text_logprobs(model, texts, tokenizer=tokenizer, **kwargs)
-    return float(math.exp(-df["logprob"].sum() / df["n_tokens"].sum()))
+    return _token_perplexity(text_logprobs(model, texts, tokenizer=tokenizer, **kwargs))
+
+
+def _token_perplexity(scored: pd.DataFrame) -> float:
+    """exp(−Σ logprob / Σ n_tokens) of a :func:`text_logprobs` table."""
+    return float(math.exp(-scored["logprob"].sum() / scored["n_tokens"].sum()))
 
 
 def continuation_logprobs(model: Any, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
@@ -964,13 +968,18 @@ class Evaluator:
                              progress=self.progress)
 
     @staticmethod
-    def _merge(old: pd.DataFrame, need: np.ndarray, new: pd.DataFrame | None) -> pd.DataFrame:
-        """``old`` with the rows where ``need`` is True replaced by ``new`` (in order)."""
-        if new is None or not need.any():
-            return old.reset_index(drop=True)
-        new = new.copy()
+    def _measure_part(score: Any, items: pd.DataFrame | pd.Series, old: pd.DataFrame | None,
+                      need: np.ndarray | None) -> tuple[pd.DataFrame, int]:
+        """``score(items)`` and the number of items scored; with a reference table ``old``, only the items where
+        ``need`` is True are scored, and their rows replace ``old``'s (the rest of ``old`` is kept, in order)."""
+        if old is None:
+            return score(items), len(items)
+        old = old.reset_index(drop=True)
+        if not need.any():
+            return old, 0
+        new = score(items[need].reset_index(drop=True)).copy()
         new.index = np.nonzero(need)[0]
-        return pd.concat([old.reset_index(drop=True)[~need], new]).sort_index()
+        return pd.concat([old[~need], new]).sort_index(), int(need.sum())
 
     def _measure_state(self, reuse: "_Reuse | None" = None) -> tuple[Measurements, list[list[int]], list[list[int]]]:
         """Measure the model as it is now. With ``reuse``, only inputs that contain an edited token (or whose
@@ -986,13 +995,9 @@ class Evaluator:
 
         mcs = []
         for which, q in self.questions.items():
-            if ref is None:
-                s, counts[which] = self._score_mc(q), len(q)
-            else:
-                need = touched(inputs["mc"][which])
-                old = ref.mc[ref.mc["set"] == which].drop(columns="set")
-                s = self._merge(old, need, self._score_mc(q[need]) if need.any() else None)
-                counts[which] = int(need.sum())
+            old = ref.mc[ref.mc["set"] == which].drop(columns="set") if ref is not None else None
+            need = touched(inputs["mc"][which]) if ref is not None else None
+            s, counts[which] = self._measure_part(self._score_mc, q, old, need)
             s.insert(0, "set", which)
             mcs.append(s)
         mc = pd.concat(mcs, ignore_index=True)
@@ -1000,22 +1005,19 @@ class Evaluator:
         if not self.measure_open:  # not part of efficacy/specificity/coherence: skipped e.g. in the δ sweep
             op = pd.DataFrame(columns=["id", "generation", "answer_span", "correct", "token_ids"])
             counts["open"] = 0
-        elif ref is None or len(ref.open) != len(self.open_questions) or "token_ids" not in ref.open.columns:
-            op, counts["open"] = self._score_open(self.open_questions), len(self.open_questions)
         else:
-            need = touched(p | set(g[:-1]) for p, g in zip(inputs["open"], ref.open["token_ids"]))
-            op = self._merge(ref.open, need, self._score_open(self.open_questions[need]) if need.any() else None)
-            counts["open"] = int(need.sum())
+            reusable = (ref is not None and len(ref.open) == len(self.open_questions)
+                        and "token_ids" in ref.open.columns)
+            need = (touched(p | set(g[:-1]) for p, g in zip(inputs["open"], ref.open["token_ids"]))
+                    if reusable else None)
+            op, counts["open"] = self._measure_part(self._score_open, self.open_questions,
+                                                    ref.open if reusable else None, need)
 
-        texts = self.neutral_texts
-        if ref is None or ref.neutral is None:
-            neutral, counts["neutral"] = self._text_logprobs(texts), len(texts)
-        else:
-            need = touched(inputs["neutral"])
-            neutral = self._merge(ref.neutral, need,
-                                  self._text_logprobs([t for t, n in zip(texts, need) if n]) if need.any() else None)
-            counts["neutral"] = int(need.sum())
-        ppl = float(math.exp(-neutral["logprob"].sum() / neutral["n_tokens"].sum()))
+        reusable = ref is not None and ref.neutral is not None
+        neutral, counts["neutral"] = self._measure_part(
+            lambda texts: self._text_logprobs(list(texts)), pd.Series(self.neutral_texts),
+            ref.neutral if reusable else None, touched(inputs["neutral"]) if reusable else None)
+        ppl = _token_perplexity(neutral)
 
         prompts = [self.coherence_prompt_template.format(prompt=p) for p in self.prompts["prompt"]]
         gen_kw = dict(tokenizer=self.tokenizer, max_new_tokens=self.gen_max_new_tokens,
@@ -1129,12 +1131,12 @@ class Evaluator:
         ids = edited_tokens.tolist() if hasattr(edited_tokens, "tolist") else list(edited_tokens)
         if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
             raise TypeError("edited_tokens must be integer token ids (e.g. edit.token_ids).")
-        n_vocab = self.hf.get_input_embeddings().weight.shape[0]
+        w_in = self.hf.get_input_embeddings().weight
+        n_vocab = w_in.shape[0]
         bad = [int(i) for i in ids if not 0 <= int(i) < n_vocab]
         if bad:
             raise ValueError(f"edited_tokens contains ids outside the vocabulary [0, {n_vocab}): {bad[:5]}.")
-        w_in, w_out = self.hf.get_input_embeddings().weight, _head(self.hf).weight
-        if w_in.data_ptr() == w_out.data_ptr():
+        if w_in.data_ptr() == _head(self.hf).weight.data_ptr():
             raise ValueError("The model ties its input and output embeddings, so an embedding edit changes every "
                              "output; reusing unaffected inputs is wrong. Load it untied (load_model does by "
                              "default) or evaluate without edited_tokens=.")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import ast
 import importlib.metadata as md
 import json
-import re
 import sys
 
 import jupytext
 import nbformat
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from book_build import ROOT, chapter_notebooks, fast_book
 
@@ -58,13 +59,8 @@ def _imported_modules(nb) -> set[str]:
 
 def _base_requirements() -> set[str]:
     """Distribution names the package installs without extras (what Colab gets from `pip install -e`)."""
-    reqs = md.requires("ember_utils") or []
-    names = set()
-    for r in reqs:
-        if "extra ==" in r:
-            continue
-        names.add(re.split(r"[\s<>=!~;\[(]", r, maxsplit=1)[0].lower().replace("_", "-"))
-    return names
+    reqs = [Requirement(r) for r in md.requires("ember_utils") or []]
+    return {canonicalize_name(r.name) for r in reqs if r.marker is None or "extra" not in str(r.marker)}
 
 
 #: on Colab without installing anything: IPython/ipykernel; `google` is Colab's own module.
@@ -81,7 +77,7 @@ def test_chapter_imports_only_what_colab_gets(nb_path):
     for mod in sorted(_imported_modules(nbformat.read(nb_path, as_version=4))):
         if mod in sys.stdlib_module_names or mod in COLAB_PREINSTALLED or mod == "ember_utils":
             continue
-        owners = {d.lower().replace("_", "-") for d in dists.get(mod, [])}
+        owners = {canonicalize_name(d) for d in dists.get(mod, [])}
         if not owners & base:
             bad.append(f"{mod} (from {sorted(owners) or 'nothing installed'})")
     assert not bad, f"{nb_path.name} imports modules that `pip install -e` does not provide on Colab: {bad}"
