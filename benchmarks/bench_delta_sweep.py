@@ -40,8 +40,8 @@ def main() -> None:
 
     import ember_utils
     from ember_utils.data import load_common, load_concept
-    from ember_utils.evaluate import Evaluator
-    from ember_utils.pipeline import fit_concept_atoms
+    from ember_utils.eval import Evaluator
+    from ember_utils.methods.ember.pipeline import fit_concept_atoms
 
     torch.set_num_threads(args.threads)
     model = ember_utils.load_model()

@@ -2,7 +2,7 @@
 
 Runs side by side in one process, on the same matrix, same seed and the same stopping rule:
 
-(a) ours: ``ember_utils.factorize.SparseFactorization`` (Cholesky solves, sparse A·G, free loss, screened
+(a) ours: ``ember_utils.methods.ember.factorize.SparseFactorization`` (Cholesky solves, sparse A·G, free loss, screened
     code updates, preallocated buffers);
 (b) naive: the same algorithm written straightforwardly (explicit ``torch.linalg.inv``, dense G, dense
     residual ``‖A − FGᵀ‖`` every iteration, ``clone()`` of the best iterate) — see :func:`naive_factorize`;
@@ -35,10 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from common import machine, peak_rss_gb, write_result  # noqa: F401  (adds the repo root to sys.path)
 
-from ember_utils.factorize import SparseFactorization, n_nonzero_per_atom  # noqa: E402
+from ember_utils.methods.ember.factorize import SparseFactorization, n_nonzero_per_atom  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCEPT = ROOT / "data" / "harry_potter" / "sentences.jsonl"
@@ -73,12 +72,12 @@ def load_slice(seed: int = 0, fallback_size: int = 5000) -> tuple[torch.Tensor, 
     load_s = time.perf_counter() - t0
     W = bridge.W_E.detach()
     if CONCEPT.exists() and NEUTRAL.exists():
-        from ember_utils.vocab import build_vocab_slice
+        from ember_utils.methods.ember.vocab import build_vocab_slice
 
         concept, neutral = read_texts(CONCEPT), read_texts(NEUTRAL)
         vs = build_vocab_slice(bridge.tokenizer, concept, neutral)
         ids = torch.as_tensor(vs.token_ids)
-        info = {"source": "harry_potter sentences ∪ common/neutral (ember_utils.vocab.build_vocab_slice)",
+        info = {"source": "harry_potter sentences ∪ common/neutral (ember_utils.methods.ember.vocab.build_vocab_slice)",
                 "n_concept_sentences": len(concept), "n_neutral_sentences": len(neutral),
                 "labels": {k: int(v) for k, v in vs.summary().items()}}
     else:
@@ -192,13 +191,13 @@ def main() -> None:
     k = n_nonzero_per_atom(n, args.sparsity)
     print(f"slice: {info['source']}: n={n}, d={X.shape[1]}, K={args.n_atoms}, k={k}; threads={torch.get_num_threads()}")
     kw = dict(n_atoms=args.n_atoms, sparsity=args.sparsity, ridge=args.ridge, max_iter=args.max_iter, tol=args.tol,
-              patience=args.patience, seed=args.seed)
+              patience=args.patience, seed=args.seed)  # naive_factorize takes seed=
     pressure = [cpu_pressure()]
     ours, naive = [], []
     for r in range(args.repeats):
         gc.collect()
         t0 = time.perf_counter()
-        m = SparseFactorization(**kw).fit(X)
+        m = SparseFactorization(random_state=kw["seed"], **{k: v for k, v in kw.items() if k != "seed"}).fit(X)
         t_ours = time.perf_counter() - t0
         dense_err = float(torch.linalg.norm(X - m.reconstruct()) / torch.linalg.norm(X))
         ours.append({"seconds": t_ours, "error": m.reconstruction_error_, "error_dense_check": dense_err,

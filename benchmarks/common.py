@@ -1,4 +1,4 @@
-"""Shared helpers for benchmark scripts: machine description and result JSON (fields per DESIGN.md §7)."""
+"""Shared helpers for benchmark scripts: machine description and result JSON (fields: name, metric, value, baseline, baseline_value, ratio, unit, machine, command, date)."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -10,7 +10,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ember_utils._io import atomic_write_json  # noqa: E402
+from ember_utils.io import atomic_write_json  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

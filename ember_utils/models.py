@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from ._io import atomic_directory, atomic_write_json, stable_hash
+from .io import atomic_directory, atomic_write_json, stable_hash
+from .paths import default_cache_dir
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -236,11 +237,6 @@ def _dtype_name(dtype: str | torch.dtype) -> str:
     return name
 
 
-def default_cache_dir() -> Path:
-    """``$EMBER_CACHE_DIR`` or ``~/.cache/ember_utils``."""
-    return Path(os.environ.get("EMBER_CACHE_DIR", Path.home() / ".cache" / "ember_utils"))
-
-
 def _check_memory(preset: ModelPreset, device: torch.device, dtype: str) -> None:
     need = estimate_memory_gb(preset, dtype)
     have = available_memory_gb(device)
@@ -407,9 +403,18 @@ def load_model(
     return bridge
 
 
-def hf_model_of(bridge: Any) -> Any:
-    """The ``transformers`` model that a bridge wraps (shares parameters with the bridge)."""
-    model = getattr(bridge, "original_model", None)
+def hf_model_of(model: Any) -> Any:
+    """The ``transformers`` causal LM behind a TransformerBridge, a peft model or a plain HF model (it shares its
+    parameters with the wrapper, so edits, adapters and hooks on either are seen by both)."""
     if model is None:
-        raise TypeError(f"Expected a TransformerBridge with an `original_model`, got {type(bridge).__name__}.")
-    return model
+        raise TypeError("model is None; pass a TransformerBridge, a peft model or a transformers causal LM.")
+    hf = model
+    if getattr(model, "original_model", None) is not None:  # TransformerBridge
+        hf = model.original_model
+    if hasattr(hf, "get_base_model") and callable(hf.get_base_model):  # peft.PeftModel (also inside a bridge)
+        hf = hf.get_base_model()
+    prefix = getattr(hf, "base_model_prefix", None)
+    if not prefix or not hasattr(hf, prefix) or not hasattr(hf, "config"):
+        raise TypeError(f"Expected a TransformerBridge, a peft model or a transformers causal LM, "
+                        f"got {type(model).__name__}.")
+    return hf

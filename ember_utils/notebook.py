@@ -1,4 +1,4 @@
-"""The standard chapter setup: environment detection, device, preset choice, FAST switch, seeds.
+"""The standard chapter setup: environment detection, device, preset choice, run profile (FAST switch), seeds.
 
 Every chapter's first cell installs the package on Colab and then calls :func:`setup_chapter`.
 """
@@ -8,12 +8,13 @@ import os
 import random
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .models import DEFAULT_MODEL, get_preset, pick_device, _hf_token
+from .models import DEFAULT_MODEL, _hf_token, get_preset, pick_device
+from .paths import repo_root
+from .profiles import RunProfile, run_profile
 
 __all__ = ["ChapterContext", "setup_chapter", "is_fast", "in_colab", "GPU_DEFAULT_MODEL", "set_seed", "repo_root",
            "glue"]
@@ -44,14 +45,6 @@ def set_seed(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def repo_root() -> Path:
-    """The repository root (the folder holding ``data/`` and ``_config.yml``)."""
-    env = os.environ.get("EMBER_REPO_ROOT")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1]
-
-
 @dataclass
 class ChapterContext:
     """What a chapter needs to know about where it runs."""
@@ -61,6 +54,11 @@ class ChapterContext:
     model_name: str
     in_colab: bool
     seed: int
+
+    @property
+    def profile(self) -> RunProfile:
+        """The run profile (``profiles.FAST`` when the FAST switch is on, else ``profiles.FULL``)."""
+        return run_profile(self.fast)
 
     def __str__(self) -> str:
         return (f"model={self.model_name} device={self.device} FAST={self.fast} "

@@ -2,8 +2,8 @@
 
 * ``tiny_bridge`` (session): a randomly initialised 2-layer Gemma 3 (d_model 32, untied embeddings, a
   512-token byte-level BPE tokenizer trained in memory) booted in a TransformerLens 4.x
-  ``TransformerBridge`` (built by ``tiny_models.build_tiny_bridge``). Treat it as read-only; tests that
-  modify weights use ``fresh_tiny_bridge`` (function scope) or build their own with ``tiny_models``.
+  ``TransformerBridge`` (built by ``helpers.tiny_models.build_tiny_bridge``). Treat it as read-only; tests that
+  modify weights use ``fresh_tiny_bridge`` (function scope) or build their own with ``helpers.tiny_models``.
 * ``real_bridge`` (session): the offline default Gemma 3 270M (``ember_utils.load_model()``), for tests
   marked ``@pytest.mark.real_model``.
 
@@ -21,7 +21,7 @@ import os
 
 import pytest
 
-from tiny_models import build_tiny_bridge
+from helpers.tiny_models import build_tiny_bridge
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,154 @@
+"""Experiment runner: heavy grids (several K/ρ, seeds, concepts) written to ``results/<model>/<concept>/``.
+
+Chapters compute the default concept with one seed inline and read these grids. Every output folder gets a
+``config.json`` with the exact command, parameters, package version and date. Files are written atomically.
+
+Usage::
+
+    python -m ember_utils.experiments.runner factorization-grid --concept harry_potter
+    python -m ember_utils.experiments.runner ember --concept harry_potter world_war_ii --seeds 0 1 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..io import atomic_write_json, atomic_write_text
+from ..paths import results_dir
+from ..profiles import run_profile
+from .results import write_config
+
+__all__ = ["run_factorization_grid", "run_ember", "main"]
+
+
+def run_factorization_grid(concept: str, ks: Sequence[int] = (25, 50, 100, 200),
+                           sparsities: Sequence[float] = (0.005, 0.01, 0.02), model_name: str = "gemma-3-270m",
+                           seed: int = 0, root: str | Path | None = None, model: Any = None) -> pd.DataFrame:
+    """Fit every (K, ρ) on the concept's V′ and record error, time and atom-selection statistics."""
+    import torch
+
+    from ..data import load_common, load_concept
+    from ..methods.ember.pipeline import fit_concept_atoms
+    from ..models import load_model
+
+    model = model or load_model(model_name)
+    c, common = load_concept(concept), load_common()
+    rows = []
+    for K in ks:
+        for rho in sparsities:
+            t0 = time.perf_counter()
+            atoms = fit_concept_atoms(model, c.sentences, common.neutral_texts("train"), concept, n_atoms=K,
+                                      sparsity=rho, seed=seed, describe_top=1)
+            fac = atoms.factorization
+            top = atoms.selection.iloc[0]
+            edit = atoms.edit() if atoms.selected_atoms else None
+            rows.append({"n_atoms": K, "sparsity": rho, "reconstruction_error": fac.reconstruction_error_,
+                         "n_iter": fac.n_iter_, "best_iter": fac.best_iter_, "seconds": time.perf_counter() - t0,
+                         "top_atom": int(top.atom), "top_ratio": float(top.ratio), "top_purity": float(top.purity),
+                         "n_selected": len(atoms.selected_atoms), "n_edit_tokens": len(edit) if edit else 0,
+                         "top_tokens": " | ".join(atoms.descriptions[int(top.atom)]["top_tokens"][:8])})
+            print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    folder = results_dir(model_name, concept, root)
+    atomic_write_text(folder / "factorization_grid.csv", table.to_csv(index=False))
+    write_config(folder, "factorization_grid", {"concept": concept, "ks": list(ks), "sparsities": list(sparsities),
+                                                 "seed": seed, "model": model_name,
+                                                 "torch_threads": torch.get_num_threads()})
+    return table
+
+
+def run_ember(concept: str, seed: int = 0, model_name: str = "gemma-3-270m", fast: bool = False,
+              root: str | Path | None = None, model: Any = None, grid: Sequence[float] | None = None,
+              baselines: dict[tuple[str, str], Any] | None = None) -> dict:
+    """The full EMBER pipeline for one concept and seed: atoms, δ sweep on train, test before/after.
+
+    ``baselines``: a dict shared between calls on the same model; the unedited measurements of each
+    (concept, split) are stored there and reused by later seeds (they do not depend on the seed).
+    """
+    from ..data import load_common, load_concept
+    from ..eval import Evaluator
+    from ..methods.ember.delta import DELTA_GRID, sweep_delta
+    from ..methods.ember.pipeline import fit_concept_atoms
+    from ..models import load_model
+
+    t0 = time.perf_counter()
+    model = model or load_model(model_name)
+    c, common = load_concept(concept), load_common()
+    profile = run_profile(fast)
+    atoms = fit_concept_atoms(model, c.sentences, common.neutral_texts("train"), concept, seed=seed,
+                              **profile.factorization)
+    folder = results_dir(model_name, concept, root)
+    record: dict[str, Any] = {"concept": concept, "seed": seed, "model": model_name, "fast": fast,
+                              "n_vocab": len(atoms.vocab), "vocab_labels": atoms.vocab.summary().to_dict(),
+                              "reconstruction_error": atoms.factorization.reconstruction_error_,
+                              "selection_rule": atoms.rule.describe(), "selected_atoms": atoms.selected_atoms,
+                              "atoms": atoms.describe(atoms.selected_atoms).to_dict(orient="records")}
+    baselines = {} if baselines is None else baselines
+    test = Evaluator(model, c, common, split="test", fast=fast, baseline=baselines.get((concept, "test", fast)))
+    baselines[(concept, "test", fast)] = test.baseline
+    base = test.baseline.metrics
+    record["test_unedited"] = base
+    if not atoms.selected_atoms:
+        record.update(chosen_delta=None, test_edited=None, note="no atom selected")
+    else:
+        edit = atoms.edit(tokenizer=model.tokenizer)
+        record["n_edit_tokens"] = len(edit)
+        record["edit_tokens"] = edit.tokens
+        train = Evaluator(model, c, common, split="train", fast=fast, measure_open=False,
+                          baseline=baselines.get((concept, "train", fast)))
+        baselines[(concept, "train", fast)] = train.baseline
+        sweep = sweep_delta(model, edit, train, grid or profile.delta_grid or DELTA_GRID)
+        atomic_write_text(folder / f"delta_sweep_seed{seed}.csv", sweep.table.to_csv(index=False))
+        record["chosen_delta"] = sweep.chosen_delta
+        if sweep.edit is not None:
+            res = test.evaluate(sweep.edit, name=f"EMBER δ={sweep.chosen_delta:g}")
+            record["test_edited"] = res.metrics
+            sweep.edit.save(folder / f"edit_seed{seed}.safetensors")
+        else:
+            record["test_edited"] = None
+            record["note"] = "no δ passed the gates"
+    record["seconds"] = time.perf_counter() - t0
+    atomic_write_json(folder / f"ember_seed{seed}.json", record)
+    write_config(folder, f"ember_seed{seed}", {"concept": concept, "seed": seed, "fast": fast, "model": model_name})
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ember_utils.experiments.runner", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("factorization-grid", help="K × ρ grid of factorizations for one concept")
+    g.add_argument("--concept", default="harry_potter")
+    g.add_argument("--ks", type=int, nargs="+", default=[25, 50, 100, 200])
+    g.add_argument("--sparsities", type=float, nargs="+", default=[0.005, 0.01, 0.02])
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--model", default="gemma-3-270m")
+    e = sub.add_parser("ember", help="EMBER pipeline (atoms, δ sweep, test) per concept and seed")
+    e.add_argument("--concept", nargs="+", default=["harry_potter"])
+    e.add_argument("--seeds", type=int, nargs="+", default=[0])
+    e.add_argument("--model", default="gemma-3-270m")
+    e.add_argument("--fast", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "factorization-grid":
+        print(run_factorization_grid(args.concept, args.ks, args.sparsities, args.model, args.seed).to_string())
+    else:
+        from ..models import load_model
+
+        model = load_model(args.model)
+        baselines: dict = {}
+        for concept in args.concept:
+            for seed in args.seeds:
+                rec = run_ember(concept, seed, args.model, args.fast, model=model, baselines=baselines)
+                print(json.dumps({k: rec.get(k) for k in ("concept", "seed", "chosen_delta", "selected_atoms",
+                                                          "n_edit_tokens", "seconds")}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

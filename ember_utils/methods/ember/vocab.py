@@ -1,0 +1,89 @@
+"""The vocabulary slice V′ of a concept: tokens that occur in the concept or neutral corpus, with labels.
+
+A token is *concept-only* if it occurs only in the concept corpus, *neutral-only* if only in the neutral
+corpus, and *shared* if in both. Special tokens (bos, eos, pad, ...) are excluded.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["CONCEPT", "NEUTRAL", "SHARED", "VocabSlice", "build_vocab_slice", "count_tokens"]
+
+CONCEPT, NEUTRAL, SHARED = "concept-only", "neutral-only", "shared"
+
+
+@dataclass
+class VocabSlice:
+    """Token ids of V′ (sorted), their labels and occurrence counts in each corpus."""
+
+    token_ids: np.ndarray
+    labels: np.ndarray
+    concept_counts: np.ndarray
+    neutral_counts: np.ndarray
+    tokens: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.token_ids.shape[0])
+
+    def mask(self, label: str) -> np.ndarray:
+        """Boolean mask over V′ for one label."""
+        if label not in (CONCEPT, NEUTRAL, SHARED):
+            raise ValueError(f"Unknown label {label!r}; use one of {CONCEPT!r}, {NEUTRAL!r}, {SHARED!r}.")
+        return self.labels == label
+
+    def ids_with_label(self, label: str) -> np.ndarray:
+        """Token ids that carry ``label``."""
+        return self.token_ids[self.mask(label)]
+
+    def position_of(self) -> dict[int, int]:
+        """Map token id -> row index in V′."""
+        return {int(t): i for i, t in enumerate(self.token_ids)}
+
+    def summary(self) -> pd.Series:
+        """Counts per label."""
+        return pd.Series({lab: int(self.mask(lab).sum()) for lab in (CONCEPT, SHARED, NEUTRAL)}, name="tokens")
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per token: id, decoded string, label, counts in each corpus."""
+        return pd.DataFrame({
+            "token_id": self.token_ids,
+            "token": self.tokens if self.tokens else [""] * len(self),
+            "label": self.labels,
+            "concept_count": self.concept_counts,
+            "neutral_count": self.neutral_counts,
+        })
+
+
+def count_tokens(tokenizer: Any, texts: Iterable[str], where: str = "corpus") -> Counter:
+    """Occurrence counts of token ids over ``texts`` (no special tokens added)."""
+    counts: Counter = Counter()
+    n = 0
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{where}[{i}] must be a string, got {type(text).__name__}.")
+        counts.update(tokenizer(text, add_special_tokens=False)["input_ids"])
+        n += 1
+    if n == 0:
+        raise ValueError(f"The {where} is empty: give at least one sentence.")
+    return counts
+
+
+def build_vocab_slice(tokenizer: Any, concept_texts: Sequence[str], neutral_texts: Sequence[str]) -> VocabSlice:
+    """Build V′ from a concept corpus and a neutral corpus (special tokens removed)."""
+    c_counts = count_tokens(tokenizer, concept_texts, "concept corpus")
+    n_counts = count_tokens(tokenizer, neutral_texts, "neutral corpus")
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    ids = np.array(sorted((set(c_counts) | set(n_counts)) - special), dtype=np.int64)
+    if ids.size == 0:
+        raise ValueError("The corpora contain no non-special tokens.")
+    cc = np.array([c_counts.get(int(t), 0) for t in ids], dtype=np.int64)
+    nc = np.array([n_counts.get(int(t), 0) for t in ids], dtype=np.int64)
+    labels = np.where((cc > 0) & (nc > 0), SHARED, np.where(cc > 0, CONCEPT, NEUTRAL))
+    tokens = [tokenizer.decode([int(t)]) for t in ids]
+    return VocabSlice(token_ids=ids, labels=labels, concept_counts=cc, neutral_counts=nc, tokens=tokens)

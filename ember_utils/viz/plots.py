@@ -1,0 +1,121 @@
+"""Static matplotlib/seaborn figures for the chapters (no computation beyond arranging data for display)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from ..methods.ember.vocab import CONCEPT, NEUTRAL, SHARED, VocabSlice
+
+__all__ = ["code_heatmap", "loss_curve_plot", "ratio_plot", "vocab_map", "delta_sweep_plot", "before_after_plot"]
+
+LABEL_COLORS = {CONCEPT: "#c0392b", SHARED: "#7f8c8d", NEUTRAL: "#2980b9"}
+
+
+def _np(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return (x.to_dense() if x.is_sparse else x).detach().cpu().float().numpy()
+    return np.asarray(x)
+
+
+def loss_curve_plot(loss_curves: dict[str, Sequence[float]], ax: Any = None) -> Any:
+    """Relative reconstruction error per iteration, one line per labelled run."""
+    ax = ax or plt.subplots(figsize=(6, 3.2))[1]
+    for label, curve in loss_curves.items():
+        ax.plot(np.arange(len(curve)), curve, label=label)
+    ax.set(xlabel="iteration", ylabel="‖A − F Gᵀ‖ / ‖A‖", title="Sparse factorization: reconstruction error")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def code_heatmap(codes: Any, vocab: VocabSlice, atoms: Sequence[int], tokens_per_atom: int = 6, ax: Any = None) -> Any:
+    """Atom × token heatmap of codes for the top tokens (by |code|) of each given atom."""
+    G = _np(codes)
+    rows: list[int] = []
+    for a in atoms:
+        order = np.argsort(-np.abs(G[:, a]), kind="stable")[:tokens_per_atom]
+        rows += [int(i) for i in order if i not in rows and G[i, a] != 0]
+    data = pd.DataFrame(G[np.ix_(rows, list(atoms))].T, index=[f"atom {a}" for a in atoms],
+                        columns=[repr(vocab.tokens[i]) for i in rows])
+    ax = ax or plt.subplots(figsize=(min(18, 0.45 * len(rows) + 2), 0.5 * len(atoms) + 1.5))[1]
+    lim = float(np.abs(data.values).max()) or 1.0
+    sns.heatmap(data, cmap="RdBu_r", center=0, vmin=-lim, vmax=lim, ax=ax, cbar_kws={"label": "code G"})
+    for tick in ax.get_xticklabels():
+        idx = rows[[repr(vocab.tokens[i]) for i in rows].index(tick.get_text())]
+        tick.set_color(LABEL_COLORS[str(vocab.labels[idx])])
+    ax.set(xlabel="token (red: concept-only, grey: shared, blue: neutral-only)", ylabel="")
+    return ax
+
+
+def ratio_plot(selection: pd.DataFrame, null_threshold: float | None = None, gap_threshold: float | None = None,
+               tau: float | None = 2.0, ax: Any = None) -> Any:
+    """Sorted atom ratios (log scale) with the selection thresholds; selected atoms highlighted."""
+    s = selection.sort_values("ratio", ascending=False).reset_index(drop=True)
+    r = s["ratio"].replace(np.inf, np.nan)
+    r = r.fillna(r.max() * 2 if r.notna().any() else 1.0).clip(lower=1e-3)
+    ax = ax or plt.subplots(figsize=(7, 3.2))[1]
+    ax.scatter(np.arange(len(s)), r, c=np.where(s["selected"], "#c0392b", "#95a5a6"), s=18)
+    if tau is not None:
+        ax.axhline(tau, color="k", ls=":", lw=1, label=f"fixed τ = {tau:g}")
+    if null_threshold is not None:
+        ax.axhline(null_threshold, color="#8e44ad", ls="--", lw=1, label=f"permutation null = {null_threshold:.2f}")
+    if gap_threshold is not None and np.isfinite(gap_threshold):
+        ax.axhline(gap_threshold, color="#c0392b", ls="-", lw=1, label=f"largest gap cut = {gap_threshold:.1f}")
+    ax.set_yscale("log")
+    ax.set(xlabel="atoms, sorted by ratio", ylabel="concept / neutral mean |code|",
+           title="Atom scores (red = selected)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def vocab_map(embeddings: Any, vocab: VocabSlice, highlight: Sequence[int] = (), annotate: int = 12,
+              ax: Any = None, seed: int = 0) -> Any:
+    """2-D PCA map of the V′ embedding rows coloured by label; ``highlight`` (row indices) is circled."""
+    from sklearn.decomposition import PCA
+
+    X = _np(embeddings)
+    xy = PCA(n_components=2, random_state=seed).fit_transform(X - X.mean(0))
+    ax = ax or plt.subplots(figsize=(6.5, 5))[1]
+    for lab in (NEUTRAL, SHARED, CONCEPT):
+        m = vocab.labels == lab
+        ax.scatter(xy[m, 0], xy[m, 1], s=4, alpha=0.45 if lab != CONCEPT else 0.8, c=LABEL_COLORS[lab],
+                   label=f"{lab} ({int(m.sum())})")
+    hl = list(highlight)
+    if hl:
+        ax.scatter(xy[hl, 0], xy[hl, 1], s=40, facecolors="none", edgecolors="k", lw=0.8, label="edited tokens")
+        for i in hl[:annotate]:
+            ax.annotate(vocab.tokens[i], xy[i], fontsize=7)
+    ax.set(xlabel="PC 1", ylabel="PC 2", title="V′ in embedding space (PCA)")
+    ax.legend(fontsize=7, markerscale=2)
+    return ax
+
+
+def delta_sweep_plot(table: pd.DataFrame, chosen: float | None = None, ax: Any = None) -> Any:
+    """Efficacy, specificity, coherence and the selection score against δ (log x-axis)."""
+    ax = ax or plt.subplots(figsize=(7, 3.5))[1]
+    for col, style in [("efficacy", "o-"), ("specificity", "s-"), ("coherence", "^-"), ("score", "k--")]:
+        if col in table:
+            ax.plot(table["delta"], table[col], style, label=col, ms=4)
+    ax.axhline(0.9, color="grey", lw=0.8, ls=":", label="0.9 gate")
+    if chosen is not None:
+        ax.axvline(chosen, color="#c0392b", lw=1, label=f"chosen δ = {chosen:g}")
+    ax.set_xscale("log")
+    ax.set(xlabel="δ", ylabel="metric (train split)", ylim=(-0.05, 1.1), title="δ sweep")
+    ax.legend(fontsize=8, ncol=2)
+    return ax
+
+
+def before_after_plot(frame: pd.DataFrame, value: str = "accuracy", ax: Any = None) -> Any:
+    """Grouped bars: rows are (benchmark, model state) pairs in long form with columns benchmark/state/value."""
+    ax = ax or plt.subplots(figsize=(7, 3.2))[1]
+    sns.barplot(data=frame, x="benchmark", y=value, hue="state", ax=ax)
+    if value == "accuracy":
+        ax.axhline(0.25, color="grey", ls=":", lw=1, label="chance")
+    ax.set(xlabel="", title="Before and after the edit (test split)")
+    ax.legend(fontsize=8)
+    return ax

@@ -1,0 +1,296 @@
+"""The Evaluator with unedited, embedding-edited and LoRA states (tiny model; a few tests on the
+real default model are marked ``real_model``)."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ember_utils import eval as E
+from ember_utils.data import CommonData, ConceptData
+from ember_utils.eval._hf import _encode_prompt
+from ember_utils.profiles import FAST
+from ember_utils.state import StackedState
+from helpers.states import LyingEdit, MLPWeightNoise, noise_edit
+from helpers.toy_data import SCORE_COLS, TOY_QUESTIONS, toy_frame
+
+# ============================================================================ Evaluator
+
+
+def _toy_data(bridge) -> tuple[ConceptData, CommonData]:
+    """A toy concept whose 'correct' answers are chosen so the unedited tiny model gets 3 of 4 right
+    (and 2 of 4 on similar/general): the normalizations are then well defined."""
+    def with_answers(rows, prefix, n_right):
+        df = toy_frame(rows, prefix)
+        pred = E.score_mc(bridge, df)["predicted"].to_numpy()
+        df["answer"] = [int(p) if i < n_right else int((p + 1) % 4) for i, p in enumerate(pred)]
+        return df
+
+    mc = pd.concat([with_answers(TOY_QUESTIONS[:4], "c", 3),
+                    toy_frame(TOY_QUESTIONS[4:], "ct", split="train")], ignore_index=True)
+    sim = with_answers(TOY_QUESTIONS[3:7], "s", 2)
+    gen = with_answers(TOY_QUESTIONS[:4], "g", 2)
+    gen["subject"] = "misc"
+    concept = ConceptData(
+        slug="toy", root=Path("."), meta={"name": "Toy", "slug": "toy", "similar_domain": "Other", "description": "d"},
+        sentences=["Harry Potter is a wizard."], mc=mc, similar_mc=sim,
+        open=pd.DataFrame({"id": ["o1", "o2"], "question": ["Who is a wizard?", "Capital of France?"],
+                           "answers": [["Harry Potter"], ["Paris"]]}),
+        relearn=pd.DataFrame({"id": ["r1"], "text": ["Some text."]}))
+    common = CommonData(
+        root=Path("."),
+        neutral=pd.DataFrame({"id": ["n1", "n2", "n3"], "topic": ["a", "b", "c"], "split": ["test", "test", "train"],
+                              "text": ["The cat sat on the mat.", "Water boils at one hundred degrees.", "Chop."]}),
+        general_mc=gen,
+        coherence_prompts=pd.DataFrame({"id": ["c1", "c2"], "split": ["test", "test"],
+                                        "prompt": ["Describe your ideal weekend.", "Explain how to make a cup of tea."]}))
+    return concept, common
+
+
+def test_evaluator_unedited_and_embedding_edit(fresh_tiny_bridge):
+    bridge = fresh_tiny_bridge
+    concept, common = _toy_data(bridge)
+    ev = E.Evaluator(bridge, concept, common, split="test", gen_max_new_tokens=5, open_max_new_tokens=4)
+    base = ev.baseline.metrics
+    assert base["acc_concept"] == 0.75 and base["acc_similar"] == 0.5 and base["acc_general"] == 0.5
+    assert (base["efficacy"], base["specificity"], base["coherence"], base["score"]) == (0.0, 1.0, 1.0, 0.0)
+    assert ev.baseline is ev.baseline  # cached
+
+    # the model as it is (no state) reproduces the baseline
+    same = ev.evaluate(name="noop").metrics
+    for k in ("acc_concept", "acc_similar", "acc_general", "perplexity", "fluency_logprob"):
+        assert same[k] == pytest.approx(base[k], abs=1e-6)
+
+    # an embedding edit: the evaluator applies it for measuring, reverts it before scoring the generations
+    W_before = bridge.W_E.detach().clone()
+    W_U_before = bridge.original_model.lm_head.weight.detach().clone() if hasattr(
+        bridge.original_model.lm_head, "weight") else None
+    n_vocab = len(bridge.tokenizer)
+    edit = noise_edit(bridge, list(range(4, n_vocab)))
+    res = ev.evaluate(edit, name="noisy")
+    assert not edit.applied and res.state is edit
+    assert torch.equal(bridge.W_E, W_before)
+    if W_U_before is not None:
+        assert torch.equal(bridge.original_model.lm_head.weight, W_U_before)
+    m = res.metrics
+    assert m["perplexity"] != pytest.approx(base["perplexity"])
+    for k in ("efficacy", "specificity", "coherence", "score", "ppl_term", "fluency_term"):
+        assert 0.0 <= m[k] <= 1.0 or math.isnan(m[k])
+    assert set(res.mc["set"]) == {"concept", "similar", "general"}
+    assert list(res.generations.columns) == ["id", "prompt", "generation", "n_tokens", "token_ids", "base_logprob"]
+
+    table = ev.table()
+    assert list(table["name"]) == ["unedited", "noop", "noisy"]
+    reuse = E.Evaluator(bridge, concept, common, baseline=ev.baseline)
+    assert reuse.baseline is ev.baseline
+    with pytest.raises(TypeError, match="EvalResult"):
+        E.Evaluator(bridge, concept, common, baseline=base)
+    assert {"efficacy", "specificity", "coherence", "score", "selection_score", "acc_open"} <= set(table.columns)
+
+
+def test_evaluator_generations_scored_by_unedited_model(fresh_tiny_bridge):
+    """Fluency of the edited model's generations is measured with the *unedited* model."""
+    bridge = fresh_tiny_bridge
+    concept, common = _toy_data(bridge)
+    ev = E.Evaluator(bridge, concept, common, gen_max_new_tokens=5, open_max_new_tokens=3)
+    res = ev.evaluate(noise_edit(bridge, list(range(4, len(bridge.tokenizer)))), name="noisy")
+    p_ids = [_encode_prompt(bridge.tokenizer, E.COHERENCE_PROMPT_TEMPLATE.format(prompt=p))
+             for p in common.coherence_prompts["prompt"]]
+    g_ids = list(res.generations["token_ids"])
+    # re-scoring the generations with the (restored) unedited model gives the stored numbers
+    lps = E.continuation_logprobs(bridge, p_ids, g_ids)
+    np.testing.assert_allclose([lp.mean() for lp in lps], res.generations["base_logprob"], atol=1e-4)
+
+
+def test_evaluator_with_lora_state():
+    from peft import LoraConfig, get_peft_model
+
+    from helpers.tiny_models import boot_tiny_bridge, build_tiny_model
+
+    model, tok = build_tiny_model()
+    ref_bridge = boot_tiny_bridge(*build_tiny_model())  # same seed: the unedited model
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj"],
+                                                  init_lora_weights=False, lora_dropout=0.5))
+    bridge = boot_tiny_bridge(peft_model.base_model.model, tok)
+    bridge.train()  # dropout must be switched off by the evaluator
+    concept, common = _toy_data(ref_bridge)
+    ev = E.Evaluator(bridge, concept, common, gen_max_new_tokens=4, open_max_new_tokens=3,
+                     base_state=peft_model.disable_adapter)
+    ref = E.Evaluator(ref_bridge, concept, common, gen_max_new_tokens=4, open_max_new_tokens=3)
+    assert ev.baseline.metrics["perplexity"] == pytest.approx(ref.baseline.metrics["perplexity"], rel=1e-5)
+    assert ev.baseline.metrics["acc_concept"] == 0.75
+    lora = ev.evaluate(name="lora")  # adapters are on by default
+    assert lora.metrics["perplexity"] != pytest.approx(ev.baseline.metrics["perplexity"], rel=1e-3)
+    assert bridge.original_model.training  # training flag restored
+    # enabling LoRA through a state instead of by default
+    with peft_model.disable_adapter():
+        ev2 = E.Evaluator(bridge, concept, common, gen_max_new_tokens=4, open_max_new_tokens=3)
+        ev2.baseline  # noqa: B018 - computed with adapters off
+    # a callable that returns a context manager is accepted as a state
+
+    @contextlib.contextmanager
+    def nothing():
+        yield
+
+    assert ev.evaluate(nothing, name="callable").metrics["perplexity"] == pytest.approx(lora.metrics["perplexity"])
+    assert ev2.baseline.metrics["perplexity"] == pytest.approx(ref.baseline.metrics["perplexity"], rel=1e-5)
+
+
+def _token_ids(bridge, *texts) -> list[int]:
+    ids = set()
+    for t in texts:
+        ids.update(bridge.tokenizer(t, add_special_tokens=False)["input_ids"])
+    return sorted(ids)
+
+
+@pytest.mark.parametrize("which", ["names", "first_generation"])
+def test_evaluator_reuse_of_unaffected_inputs_equals_full_measurement(fresh_tiny_bridge, which):
+    """A state that touches some tokens: only inputs with one of them are re-run, and every number equals a full
+    measurement."""
+    bridge = fresh_tiny_bridge
+    concept, common = _toy_data(bridge)
+    ev = E.Evaluator(bridge, concept, common, split="test", gen_max_new_tokens=6, open_max_new_tokens=4)
+    if which == "names":
+        ids = _token_ids(bridge, " Hogwarts", " Harry", " Dumbledore")
+    else:  # tokens that the unedited model generates for the first coherence prompt (but not in its prompt)
+        prompt_ids = set(_encode_prompt(bridge.tokenizer, E.COHERENCE_PROMPT_TEMPLATE.format(
+            prompt=common.coherence_prompts["prompt"].iloc[0])))
+        gen = ev.baseline.generations["token_ids"].iloc[0]
+        ids = sorted(set(gen[:-1]) - prompt_ids - {bridge.tokenizer.eos_token_id})
+        assert ids, "the first generation should contain some new token"
+    full = ev.evaluate(noise_edit(bridge, ids), name="full", reuse=False)
+    fast = ev.evaluate(noise_edit(bridge, ids), name="reuse")
+    assert 0.0 < fast.metrics["remeasured_fraction"] < 1.0 and full.metrics["remeasured_fraction"] == 1.0
+    for k in ("acc_concept", "acc_similar", "acc_general", "acc_open"):
+        assert fast.metrics[k] == full.metrics[k], k
+    for k in ("perplexity", "fluency_logprob", "efficacy", "specificity", "coherence", "score"):
+        assert fast.metrics[k] == pytest.approx(full.metrics[k], rel=1e-5, abs=1e-6), k
+    pd.testing.assert_frame_equal(fast.mc.drop(columns=SCORE_COLS), full.mc.drop(columns=SCORE_COLS))
+    np.testing.assert_allclose(fast.mc[SCORE_COLS].to_numpy(float), full.mc[SCORE_COLS].to_numpy(float), atol=1e-5)
+    assert list(fast.generations["token_ids"]) == list(full.generations["token_ids"])
+    assert list(fast.open["generation"]) == list(full.open["generation"])
+    if which == "first_generation":  # the affected generation was re-run, and it changed under the edit
+        assert fast.measurements.remeasured["generations"] >= 1
+
+
+def test_evaluator_reuse_spot_check_catches_a_broken_promise(fresh_tiny_bridge):
+    bridge = fresh_tiny_bridge
+    concept, common = _toy_data(bridge)
+    ev = E.Evaluator(bridge, concept, common, gen_max_new_tokens=4, open_max_new_tokens=3)
+    declared = _token_ids(bridge, " Hogwarts")
+    everything = list(range(4, len(bridge.tokenizer)))
+    d = bridge.W_E.shape[1]
+    liar = LyingEdit(torch.tensor(everything), 3.0 * torch.ones(len(everything), d), declared=declared)
+    W = bridge.W_E.detach().clone()
+    with pytest.raises(ValueError, match="touched_tokens are wrong"):
+        ev.evaluate(liar)
+    assert torch.equal(bridge.W_E, W) and not liar.applied  # state reverted after the failure
+    with pytest.raises(ValueError, match="reference= only applies"):
+        ev.evaluate(noise_edit(bridge, declared), reference=ev.baseline, reuse=False)
+    out_of_range = LyingEdit(torch.tensor([5]), torch.zeros(1, d), declared=[len(bridge.tokenizer) + 5])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        ev.evaluate(out_of_range)
+    other = E.Evaluator(bridge, concept, common, gen_max_new_tokens=4, open_max_new_tokens=3)
+    with pytest.raises(ValueError, match="this evaluator's baseline"):
+        ev.evaluate(noise_edit(bridge, declared), reference=other.baseline)
+    applied = noise_edit(bridge, declared).apply(bridge)
+    with pytest.raises(ValueError, match="already applied"):
+        ev.evaluate(applied)
+    applied.revert()
+
+
+def test_evaluator_measures_everything_for_tied_embeddings():
+    from helpers.tiny_models import tiny_bridge_and_hf
+
+    bridge, _, _ = tiny_bridge_and_hf(untie=False)
+    concept, common = _toy_data(bridge)
+    ev = E.Evaluator(bridge, concept, common, gen_max_new_tokens=3, open_max_new_tokens=3)
+    res = ev.evaluate(noise_edit(bridge, _token_ids(bridge, " Hogwarts")))
+    assert res.metrics["remeasured_fraction"] == 1.0  # an edit of tied embeddings changes every output
+
+
+def test_evaluator_stacked_state_reuses_relative_to_the_state_below(fresh_tiny_bridge):
+    """EMBER on top of another state: measured against that state's result, only inputs with edited tokens are
+    re-run, and the numbers equal a full measurement of the stack."""
+    bridge = fresh_tiny_bridge
+    concept, common = _toy_data(bridge)
+    ev = E.Evaluator(bridge, concept, common, gen_max_new_tokens=5, open_max_new_tokens=3)
+    below = MLPWeightNoise(layer=0, scale=0.3)
+    below_res = ev.evaluate(below, name="base method")
+    assert below_res.metrics["remeasured_fraction"] == 1.0
+    ids = _token_ids(bridge, " Hogwarts", " Harry")
+    stack = StackedState(below, noise_edit(bridge, ids))
+    assert stack.touched_tokens is None and stack.touched_tokens_since(below) == frozenset(ids)
+    fast = ev.evaluate(stack, name="stack, reused", reference=below_res)
+    full = ev.evaluate(stack, name="stack, full", reuse=False)
+    assert 0.0 < fast.metrics["remeasured_fraction"] < 1.0
+    for k in ("acc_concept", "acc_similar", "acc_general", "acc_open"):
+        assert fast.metrics[k] == full.metrics[k], k
+    for k in ("perplexity", "fluency_logprob", "coherence"):
+        assert fast.metrics[k] == pytest.approx(full.metrics[k], rel=1e-5, abs=1e-6), k
+    # against the baseline the stack may differ anywhere, so it is measured in full
+    assert ev.evaluate(stack, name="stack vs baseline").metrics["remeasured_fraction"] == 1.0
+
+
+def test_evaluator_fast_mode_and_errors(tiny_bridge):
+    concept, common = _toy_data(tiny_bridge)
+    ev = E.Evaluator(tiny_bridge, concept, common, fast=True, limits={"mc": 2, "similar_mc": 2, "general_mc": 3})
+    assert len(ev.questions["concept"]) == 2 and len(ev.questions["general"]) == 3
+    assert ev.gen_max_new_tokens == FAST.eval_limits["gen_max_new_tokens"]
+    with pytest.raises(ValueError, match="split"):
+        E.Evaluator(tiny_bridge, concept, common, split="dev")
+    with pytest.raises(TypeError, match="state"):
+        ev.evaluate(state=42)
+    with pytest.raises(ValueError, match="No concept MC questions"):
+        E.Evaluator(tiny_bridge, dataclasses.replace(concept, mc=concept.mc.iloc[:0]), common)
+
+
+# ============================================================================ real default model
+
+EASY_HP = [
+    ("Who is the author of the Harry Potter books?", ["J.K. Rowling", "Stephen King", "Roald Dahl", "C.S. Lewis"], 0),
+    ("What is the name of Harry Potter's school?", ["Durmstrang", "Hogwarts", "Beauxbatons", "Eton"], 1),
+    ("Who is Harry Potter's best friend?", ["Draco Malfoy", "Dudley Dursley", "Ron Weasley", "Cedric Diggory"], 2),
+    ("What is Harry Potter?", ["A vampire", "A pirate", "A robot", "A wizard"], 3),
+    ("Which dark wizard killed Harry Potter's parents?", ["Lord Voldemort", "Gandalf", "Sauron", "Merlin"], 0),
+    ("Which sport do Harry Potter and his friends play on broomsticks?", ["Cricket", "Quidditch", "Polo", "Golf"], 1),
+    ("Who is the headmaster of Hogwarts?", ["Gilderoy Lockhart", "Argus Filch", "Albus Dumbledore", "Peeves"], 2),
+    ("What is the name of Harry Potter's female friend who is very clever?", ["Luna", "Ginny", "Cho", "Hermione"], 3),
+]
+
+
+@pytest.mark.real_model
+def test_real_batched_matches_naive(real_bridge):
+    from ember_utils.data import load_concept
+
+    qs = load_concept("harry_potter").split("mc", "test").head(6)
+    fast = E.score_mc(real_bridge, qs)
+    naive = E.score_mc_naive(real_bridge, qs)
+    np.testing.assert_allclose(fast[SCORE_COLS].values, naive[SCORE_COLS].values, atol=1e-4, rtol=0)
+    assert (fast["predicted"] == naive["predicted"]).all()
+
+
+@pytest.mark.real_model
+def test_real_harry_potter_above_chance(real_bridge):
+    easy = E.score_mc(real_bridge, toy_frame(EASY_HP, "easy"))
+    assert easy["correct"].mean() >= 0.6, easy
+
+
+@pytest.mark.real_model
+def test_real_evaluator_fast_smoke(real_bridge):
+    ev = E.Evaluator(real_bridge, "harry_potter", fast=True)
+    base = ev.baseline.metrics
+    assert base["acc_concept"] > 0.25 and base["perplexity"] < 200
+    assert base["fluency_logprob"] < 0
+    tok = real_bridge.tokenizer
+    ids = sorted({i for w in [" Harry", " Potter", " Hogwarts", " Hermione", " wizard"] for i in
+                  tok(w, add_special_tokens=False).input_ids})
+    res = ev.evaluate(noise_edit(real_bridge, ids, scale=0.5), name="noise")
+    assert 0.0 <= res.metrics["coherence"] <= 1.0
+    assert res.metrics["efficacy"] >= 0.0

@@ -1,0 +1,68 @@
+"""Factorization persistence, the cached concept pipeline, the δ sweep and the runner helpers."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ember_utils.methods.ember.factorize import SparseFactorization
+from ember_utils.methods.ember.pipeline import (
+    cached_factorization,
+    fit_concept_atoms,
+    tensor_digest,
+)
+from helpers.tiny_models import tiny_bridge_and_hf
+
+CONCEPT = ["Harry Potter is a young wizard", "the wand chose the wizard", "Hogwarts castle owl letters",
+           "Ron and Hermione study magic at Hogwarts", "the owl carried letters to the castle"]
+NEUTRAL = ["the cat sat on the warm mat", "people go to the market to buy bread, milk and apples",
+           "the capital of France is Paris", "the capital of Spain is Madrid", "fresh vegetables in the morning"]
+
+
+def test_save_load_round_trip(tmp_path):
+    X = torch.randn(300, 16, generator=torch.Generator().manual_seed(1))
+    f = SparseFactorization(n_atoms=10, sparsity=0.05, max_iter=50, patience=10).fit(X)
+    g = SparseFactorization.load(f.save(tmp_path / "f.safetensors"))
+    assert torch.equal(f.codes_, g.codes_) and torch.equal(f.atoms_, g.atoms_)
+    assert torch.allclose(f.transform(X[:5]), g.transform(X[:5]))
+    assert g.get_params() == f.get_params() and g.loss_curve_ == f.loss_curve_
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    with pytest.raises(Exception):
+        SparseFactorization.load(tmp_path / "bad.safetensors")
+
+
+def test_cached_factorization_reuses_and_keys_on_content(tmp_path):
+    X = torch.randn(200, 12, generator=torch.Generator().manual_seed(2))
+    kw = dict(n_atoms=8, sparsity=0.05, max_iter=30, patience=5)
+    a = cached_factorization(X, tmp_path, **kw)
+    files = list((tmp_path / "factorizations").iterdir())
+    b = cached_factorization(X, tmp_path, **kw)
+    assert torch.equal(a.codes_, b.codes_) and list((tmp_path / "factorizations").iterdir()) == files
+    X2 = X.clone()
+    X2[0, 0] += 1.0
+    assert tensor_digest(X2) != tensor_digest(X)
+    cached_factorization(X2, tmp_path, **kw)
+    cached_factorization(X, tmp_path, **{**kw, "random_state": 1})
+    assert len(list((tmp_path / "factorizations").iterdir())) == 3
+
+
+def test_corrupt_cache_entry_is_refit(tmp_path):
+    X = torch.randn(200, 12, generator=torch.Generator().manual_seed(3))
+    kw = dict(n_atoms=8, sparsity=0.05, max_iter=30, patience=5)
+    a = cached_factorization(X, tmp_path, **kw)
+    (path,) = list((tmp_path / "factorizations").iterdir())
+    path.write_bytes(b"corrupted")
+    b = cached_factorization(X, tmp_path, **kw)
+    assert torch.equal(a.codes_, b.codes_)
+    assert SparseFactorization.load(path).n_iter_ == a.n_iter_  # rewritten
+
+
+def test_fit_concept_atoms_on_tiny_model(tmp_path):
+    bridge, _, _ = tiny_bridge_and_hf()
+    atoms = fit_concept_atoms(bridge, CONCEPT, NEUTRAL, "hp", n_atoms=4, sparsity=0.2, max_iter=40, patience=10,
+                              cache_dir=tmp_path)
+    assert len(atoms.scores) == 4 and set(atoms.selection.columns) >= {"ratio", "purity", "selected"}
+    edit = atoms.edit(atoms=[int(atoms.selection.atom.iloc[0])], tokenizer=bridge.tokenizer)
+    concept_only = set(atoms.vocab.ids_with_label("concept-only").tolist())
+    assert set(edit.token_ids.tolist()) <= concept_only
+    with pytest.raises(ValueError, match="exceeds"):
+        fit_concept_atoms(bridge, CONCEPT, NEUTRAL, n_atoms=10_000, cache_dir=tmp_path)
