@@ -127,7 +127,7 @@ def naive_factorize(X: torch.Tensor, n_atoms: int, sparsity: float, ridge: float
         curve = [error(F, G)]
         best_err, best_F, best_G = curve[0], F.clone(), G.clone()
         ref, since, it = curve[0], 0, 0
-        for it in range(1, max_iter + 1):
+        for it in range(1, max_iter + 1):  # noqa: B007 - `it` is read after the loop
             F = A @ G @ inv(G.T @ G)
             norms = torch.linalg.norm(G, dim=0)
             norms[norms == 0] = 1.0

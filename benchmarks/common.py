@@ -1,4 +1,7 @@
-"""Shared helpers for benchmark scripts: machine description and result JSON (fields: name, metric, value, baseline, baseline_value, ratio, unit, machine, command, date)."""
+"""Shared helpers for benchmark scripts: machine description and result JSON.
+
+Result fields: name, metric, value, baseline, baseline_value, ratio, unit, machine, command, date.
+"""
 from __future__ import annotations
 
 import datetime as _dt

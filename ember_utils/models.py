@@ -260,7 +260,8 @@ def untie_embeddings(hf_model: torch.nn.Module) -> bool:
     tied = out.weight is inp.weight or out.weight.data_ptr() == inp.weight.data_ptr()
     if tied:
         out.weight = torch.nn.Parameter(inp.weight.detach().clone(), requires_grad=inp.weight.requires_grad)
-    for cfg in {id(hf_model.config): hf_model.config, id(hf_model.config.get_text_config()): hf_model.config.get_text_config()}.values():
+    text_cfg = hf_model.config.get_text_config()
+    for cfg in {id(hf_model.config): hf_model.config, id(text_cfg): text_cfg}.values():
         cfg.tie_word_embeddings = False
     return tied
 

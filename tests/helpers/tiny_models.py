@@ -147,3 +147,70 @@ def tiny_bridge_and_hf(untie: bool = True, seed: int = 0):
     tok = word_tokenizer()
     model = tiny_gemma3(len(tok), seed=seed, sliding_window=64, tie=not untie, init_std=None)
     return boot_tiny_bridge(model, tok), model, tok
+
+
+def _randomize(model, init_std: float | None) -> None:
+    if init_std is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() == 2:
+                    p.normal_(0.0, init_std)
+
+
+def tiny_gemma2(vocab_size: int, *, seed: int = 0, d_model: int = 32, n_layers: int = 2, sliding_window: int = 8,
+                tie: bool = False, init_std: float | None = 0.2):
+    """A random tiny ``Gemma2ForCausalLM``: tied (untied unless ``tie``), √d-scaled embeddings, attention and final
+    logit soft-capping, alternating sliding-window layers — the architecture of the Gemma-2-2B-it preset."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from ember_utils.models import untie_embeddings
+
+    cfg = Gemma2Config(
+        vocab_size=vocab_size, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=512,
+        sliding_window=sliding_window, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+        query_pre_attn_scalar=16, tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        architectures=["Gemma2ForCausalLM"], attn_implementation="eager",
+    )
+    torch.manual_seed(seed)
+    model = Gemma2ForCausalLM(cfg)
+    _randomize(model, init_std)
+    if not tie:
+        untie_embeddings(model)
+    return model.eval()
+
+
+def tiny_llama(vocab_size: int, *, seed: int = 0, d_model: int = 32, n_layers: int = 2,
+               init_std: float | None = 0.2):
+    """A random tiny ``LlamaForCausalLM``: untied, unscaled embeddings, grouped-query attention — the architecture of
+    the Llama-3.1-8B-Instruct preset."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=512,
+        tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        architectures=["LlamaForCausalLM"], attn_implementation="eager",
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    _randomize(model, init_std)
+    return model.eval()
+
+
+#: preset hub id -> builder of a tiny random model of the same architecture
+PRESET_ARCHITECTURES = {
+    "google/gemma-3-270m": tiny_gemma3,
+    "google/gemma-2-2b-it": tiny_gemma2,
+    "meta-llama/Llama-3.1-8B-Instruct": tiny_llama,
+}
+
+
+def boot_bridge_as(hf_id: str, model, tok):
+    """Boot a TransformerBridge on ``model`` under the official id of a preset (no network: the model is given)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    bridge = TransformerBridge.boot_transformers(hf_id, hf_model=model, tokenizer=tok, device="cpu",
+                                                 dtype=next(model.parameters()).dtype)
+    bridge.eval()
+    return bridge

@@ -1,9 +1,13 @@
 """Small hand-made question sets for tests on tiny models."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
+from ember_utils.data import CommonData, ConceptData
+from ember_utils.eval import score_mc
 from ember_utils.methods.ember.vocab import CONCEPT, NEUTRAL, SHARED, VocabSlice
 
 SCORE_COLS = [f"score_{k}" for k in range(4)]
@@ -44,3 +48,33 @@ def planted_codes(n_concept=20, n_neutral=60, n_shared=20, K=6, seed=0):
         G[rng.choice(n, 10, replace=False), k] = rng.normal(size=10)
     vocab = VocabSlice(np.arange(n), labels, np.ones(n, int), np.ones(n, int), [f"t{i}" for i in range(n)])
     return G, vocab
+
+
+def toy_concept_and_common(bridge) -> tuple[ConceptData, CommonData]:
+    """A toy concept whose 'correct' answers are chosen so the unedited tiny model gets 3 of 4 right
+    (and 2 of 4 on similar/general): the normalizations are then well defined."""
+    def with_answers(rows, prefix, n_right):
+        df = toy_frame(rows, prefix)
+        pred = score_mc(bridge, df)["predicted"].to_numpy()
+        df["answer"] = [int(p) if i < n_right else int((p + 1) % 4) for i, p in enumerate(pred)]
+        return df
+
+    mc = pd.concat([with_answers(TOY_QUESTIONS[:4], "c", 3),
+                    toy_frame(TOY_QUESTIONS[4:], "ct", split="train")], ignore_index=True)
+    sim = with_answers(TOY_QUESTIONS[3:7], "s", 2)
+    gen = with_answers(TOY_QUESTIONS[:4], "g", 2)
+    gen["subject"] = "misc"
+    concept = ConceptData(
+        slug="toy", root=Path("."), meta={"name": "Toy", "slug": "toy", "similar_domain": "Other", "description": "d"},
+        sentences=["Harry Potter is a wizard."], mc=mc, similar_mc=sim,
+        open=pd.DataFrame({"id": ["o1", "o2"], "question": ["Who is a wizard?", "Capital of France?"],
+                           "answers": [["Harry Potter"], ["Paris"]]}),
+        relearn=pd.DataFrame({"id": ["r1"], "text": ["Some text."]}))
+    common = CommonData(
+        root=Path("."),
+        neutral=pd.DataFrame({"id": ["n1", "n2", "n3"], "topic": ["a", "b", "c"], "split": ["test", "test", "train"],
+                              "text": ["The cat sat on the mat.", "Water boils at one hundred degrees.", "Chop."]}),
+        general_mc=gen,
+        coherence_prompts=pd.DataFrame({"id": ["c1", "c2"], "split": ["test", "test"],
+                                        "prompt": ["Describe your ideal weekend.", "Explain how to make a cup of tea."]}))
+    return concept, common

@@ -181,7 +181,7 @@ class PermutationRule:
         text = (f"ratio > permutation-null max-ratio quantile {1 - self.alpha:g} (= {thr}), "
                 f"purity ≥ {self.min_purity:g}, ≥ {self.min_concept_tokens} concept-only tokens")
         if self.gap_cut:
-            gap = f"{self.gap_threshold_:.2f}" if self.gap_threshold_ is not None else "no gap ≥ ×%g" % self.min_gap
+            gap = f"{self.gap_threshold_:.2f}" if self.gap_threshold_ is not None else f"no gap ≥ ×{self.min_gap:g}"
             text += f", then cut at the largest ratio gap (ratio ≥ {gap})"
         return text
 

@@ -489,7 +489,8 @@ class SparseFactorization(BaseEstimator):
         With ``sparsify=True`` every entry whose magnitude is below its atom's fitted keep-threshold
         (``thresholds_``: halfway between the atom's k-th and (k+1)-th largest |code| on the training rows)
         is set to zero; on the training rows this reproduces the sparsity pattern of ``codes_`` and its values
-        up to float rounding. On new rows the number of nonzeros per atom is not fixed. numpy in → numpy out, tensor in → tensor out.
+        up to float rounding. On new rows the number of nonzeros per atom is not fixed.
+        numpy in → numpy out, tensor in → tensor out.
         """
         self._check_fitted()
         Xn = self._as_matrix(X_new, "X_new", self.device_, self.atoms_.dtype)

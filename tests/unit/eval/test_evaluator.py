@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,49 +12,18 @@ import pytest
 import torch
 
 from ember_utils import eval as E
-from ember_utils.data import CommonData, ConceptData
 from ember_utils.eval._hf import _encode_prompt
 from ember_utils.profiles import FAST
 from ember_utils.state import StackedState
 from helpers.states import LyingEdit, MLPWeightNoise, noise_edit
-from helpers.toy_data import SCORE_COLS, TOY_QUESTIONS, toy_frame
+from helpers.toy_data import SCORE_COLS, toy_concept_and_common, toy_frame
 
 # ============================================================================ Evaluator
 
 
-def _toy_data(bridge) -> tuple[ConceptData, CommonData]:
-    """A toy concept whose 'correct' answers are chosen so the unedited tiny model gets 3 of 4 right
-    (and 2 of 4 on similar/general): the normalizations are then well defined."""
-    def with_answers(rows, prefix, n_right):
-        df = toy_frame(rows, prefix)
-        pred = E.score_mc(bridge, df)["predicted"].to_numpy()
-        df["answer"] = [int(p) if i < n_right else int((p + 1) % 4) for i, p in enumerate(pred)]
-        return df
-
-    mc = pd.concat([with_answers(TOY_QUESTIONS[:4], "c", 3),
-                    toy_frame(TOY_QUESTIONS[4:], "ct", split="train")], ignore_index=True)
-    sim = with_answers(TOY_QUESTIONS[3:7], "s", 2)
-    gen = with_answers(TOY_QUESTIONS[:4], "g", 2)
-    gen["subject"] = "misc"
-    concept = ConceptData(
-        slug="toy", root=Path("."), meta={"name": "Toy", "slug": "toy", "similar_domain": "Other", "description": "d"},
-        sentences=["Harry Potter is a wizard."], mc=mc, similar_mc=sim,
-        open=pd.DataFrame({"id": ["o1", "o2"], "question": ["Who is a wizard?", "Capital of France?"],
-                           "answers": [["Harry Potter"], ["Paris"]]}),
-        relearn=pd.DataFrame({"id": ["r1"], "text": ["Some text."]}))
-    common = CommonData(
-        root=Path("."),
-        neutral=pd.DataFrame({"id": ["n1", "n2", "n3"], "topic": ["a", "b", "c"], "split": ["test", "test", "train"],
-                              "text": ["The cat sat on the mat.", "Water boils at one hundred degrees.", "Chop."]}),
-        general_mc=gen,
-        coherence_prompts=pd.DataFrame({"id": ["c1", "c2"], "split": ["test", "test"],
-                                        "prompt": ["Describe your ideal weekend.", "Explain how to make a cup of tea."]}))
-    return concept, common
-
-
 def test_evaluator_unedited_and_embedding_edit(fresh_tiny_bridge):
     bridge = fresh_tiny_bridge
-    concept, common = _toy_data(bridge)
+    concept, common = toy_concept_and_common(bridge)
     ev = E.Evaluator(bridge, concept, common, split="test", gen_max_new_tokens=5, open_max_new_tokens=4)
     base = ev.baseline.metrics
     assert base["acc_concept"] == 0.75 and base["acc_similar"] == 0.5 and base["acc_general"] == 0.5
@@ -97,7 +65,7 @@ def test_evaluator_unedited_and_embedding_edit(fresh_tiny_bridge):
 def test_evaluator_generations_scored_by_unedited_model(fresh_tiny_bridge):
     """Fluency of the edited model's generations is measured with the *unedited* model."""
     bridge = fresh_tiny_bridge
-    concept, common = _toy_data(bridge)
+    concept, common = toy_concept_and_common(bridge)
     ev = E.Evaluator(bridge, concept, common, gen_max_new_tokens=5, open_max_new_tokens=3)
     res = ev.evaluate(noise_edit(bridge, list(range(4, len(bridge.tokenizer)))), name="noisy")
     p_ids = [_encode_prompt(bridge.tokenizer, E.COHERENCE_PROMPT_TEMPLATE.format(prompt=p))
@@ -119,7 +87,7 @@ def test_evaluator_with_lora_state():
                                                   init_lora_weights=False, lora_dropout=0.5))
     bridge = boot_tiny_bridge(peft_model.base_model.model, tok)
     bridge.train()  # dropout must be switched off by the evaluator
-    concept, common = _toy_data(ref_bridge)
+    concept, common = toy_concept_and_common(ref_bridge)
     ev = E.Evaluator(bridge, concept, common, gen_max_new_tokens=4, open_max_new_tokens=3,
                      base_state=peft_model.disable_adapter)
     ref = E.Evaluator(ref_bridge, concept, common, gen_max_new_tokens=4, open_max_new_tokens=3)
@@ -154,7 +122,7 @@ def test_evaluator_reuse_of_unaffected_inputs_equals_full_measurement(fresh_tiny
     """A state that touches some tokens: only inputs with one of them are re-run, and every number equals a full
     measurement."""
     bridge = fresh_tiny_bridge
-    concept, common = _toy_data(bridge)
+    concept, common = toy_concept_and_common(bridge)
     ev = E.Evaluator(bridge, concept, common, split="test", gen_max_new_tokens=6, open_max_new_tokens=4)
     if which == "names":
         ids = _token_ids(bridge, " Hogwarts", " Harry", " Dumbledore")
@@ -181,7 +149,7 @@ def test_evaluator_reuse_of_unaffected_inputs_equals_full_measurement(fresh_tiny
 
 def test_evaluator_reuse_spot_check_catches_a_broken_promise(fresh_tiny_bridge):
     bridge = fresh_tiny_bridge
-    concept, common = _toy_data(bridge)
+    concept, common = toy_concept_and_common(bridge)
     ev = E.Evaluator(bridge, concept, common, gen_max_new_tokens=4, open_max_new_tokens=3)
     declared = _token_ids(bridge, " Hogwarts")
     everything = list(range(4, len(bridge.tokenizer)))
@@ -209,7 +177,7 @@ def test_evaluator_measures_everything_for_tied_embeddings():
     from helpers.tiny_models import tiny_bridge_and_hf
 
     bridge, _, _ = tiny_bridge_and_hf(untie=False)
-    concept, common = _toy_data(bridge)
+    concept, common = toy_concept_and_common(bridge)
     ev = E.Evaluator(bridge, concept, common, gen_max_new_tokens=3, open_max_new_tokens=3)
     res = ev.evaluate(noise_edit(bridge, _token_ids(bridge, " Hogwarts")))
     assert res.metrics["remeasured_fraction"] == 1.0  # an edit of tied embeddings changes every output
@@ -219,7 +187,7 @@ def test_evaluator_stacked_state_reuses_relative_to_the_state_below(fresh_tiny_b
     """EMBER on top of another state: measured against that state's result, only inputs with edited tokens are
     re-run, and the numbers equal a full measurement of the stack."""
     bridge = fresh_tiny_bridge
-    concept, common = _toy_data(bridge)
+    concept, common = toy_concept_and_common(bridge)
     ev = E.Evaluator(bridge, concept, common, gen_max_new_tokens=5, open_max_new_tokens=3)
     below = MLPWeightNoise(layer=0, scale=0.3)
     below_res = ev.evaluate(below, name="base method")
@@ -239,7 +207,7 @@ def test_evaluator_stacked_state_reuses_relative_to_the_state_below(fresh_tiny_b
 
 
 def test_evaluator_fast_mode_and_errors(tiny_bridge):
-    concept, common = _toy_data(tiny_bridge)
+    concept, common = toy_concept_and_common(tiny_bridge)
     ev = E.Evaluator(tiny_bridge, concept, common, fast=True, limits={"mc": 2, "similar_mc": 2, "general_mc": 3})
     assert len(ev.questions["concept"]) == 2 and len(ev.questions["general"]) == 3
     assert ev.gen_max_new_tokens == FAST.eval_limits["gen_max_new_tokens"]

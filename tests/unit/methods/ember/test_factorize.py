@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.exceptions import NotFittedError
-from sklearn.utils.validation import check_is_fitted
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from ember_utils.methods.ember.factorize import SparseFactorization, n_nonzero_per_atom
 
