@@ -38,11 +38,9 @@ Implementation notes (why it is fast):
   no non-candidate can enter the new top-k; we then compute the codes of the candidates only (a
   sampled dense-dense product, ``m·d·K``) and take their top-k. Otherwise we do the dense step and
   refresh the reference. The result is the same algorithm (same top-k sets; kept values differ from
-  the dense product only by float rounding). Once the iteration has settled, almost every step is
-  screened: on the Harry Potter slice of Gemma 3 270M (5k tokens) 473 of 547 code updates, because the
-  patience window runs on a converged iterate. On the full 262k-token vocabulary the iterate keeps
-  moving at the 1e-4 level and every step stays dense (a failed check backs off, so the bookkeeping
-  costs little there). ``n_dense_steps_`` / ``n_screened_steps_`` report how often each path ran.
+  the dense product only by float rounding). Once the iteration has settled most steps are
+  screened; while the iterate keeps moving they stay dense (a failed check backs off, so the bookkeeping costs
+  little; measured in ``benchmarks/README.md``). ``n_dense_steps_`` / ``n_screened_steps_`` report how often each path ran.
 * The loss is never formed densely: ``‖A − FGᵀ‖² = ‖A‖² − 2⟨AG, F⟩ + ⟨FᵀF, GᵀG⟩``, and ``AG``, ``GᵀG``
   and ``FᵀF`` are exactly the quantities the next update needs anyway, so the loss check is free. The
   sums are accumulated in float64 to limit cancellation.
@@ -264,211 +262,43 @@ class SparseFactorization(BaseEstimator):
              device: torch.device) -> None:
         self._ridge = float(self.ridge)
         self.ridge_history_: list[tuple[int, float]] = []
-        opts = {"device": device, "dtype": dtype}
-        # ---- preallocated state
-        gen = torch.Generator(device="cpu").manual_seed(int(self.random_state))
-        Ft = torch.randn(K, d, generator=gen, dtype=dtype).to(device)   # atoms as rows (Fᵀ)
-        FtF = torch.empty(K, K, **opts)
-        sys_buf = torch.empty(K, K, **opts)
-        W = torch.empty(K, d, **opts)                                     # (FᵀF+λI)⁻¹ Fᵀ
-        dense = torch.empty(K, n, **opts)                                 # unthresholded Gᵀ
-        absbuf = torch.empty(K, n, **opts)
-        top_vals = torch.empty(K, k, **opts)
-        top_idx = torch.empty(K, k, dtype=torch.long, device=device)
-        idx = torch.empty(K, k, dtype=torch.long, device=device)           # sorted support
-        perm = torch.empty(K, k, dtype=torch.long, device=device)
-        vals = torch.empty(K, k, **opts)
-        G_dense = torch.zeros(n, K, **opts)                               # thresholded G (for GᵀG)
-        old_idx = torch.empty_like(idx)
-        crow = torch.arange(0, K * k + 1, k, dtype=torch.long, device=device)
-        norms = torch.empty(K, **opts)
-        best_Ft, best_idx, best_vals = torch.empty_like(Ft), torch.empty_like(idx), torch.empty_like(vals)
-        best = {"loss": math.inf, "iter": 0, "ridge": self._ridge}
-        # has_ref: a screening reference exists; skip/backoff: after a failed check, the next `skip` dense
-        # steps do not prepare a new reference (backoff doubles up to 8) — preparing one costs a larger
-        # top-k, which matters at full-vocabulary size while the iterate is still moving
-        state = {"has_support": False, "has_ref": False, "has_T": False, "skip": 0, "backoff": 1}
-        # ---- screening (see the module docstring): candidates = each atom's top-m tokens at the last dense step
-        m = int(_SCREEN_CANDIDATES * k)
-        screen = bool(self.screen) and 4 * k <= n
-        if screen:
-            ref_W = torch.empty(K, d, **opts)
-            ref_margin = torch.empty(K, **opts)   # allowed ‖w − w_ref‖ + γ‖w‖ (see try_screened)
-            cand = torch.empty(K, m, dtype=torch.long, device=device)
-            sorted_vals = torch.empty(K, m + 1, **opts)
-            sorted_idx = torch.empty(K, m + 1, dtype=torch.long, device=device)
-            # the candidates' codes are computed token-major (pattern n × K, each X row read once) and
-            # scattered back to atom-major (K × m) order through `order`
-            cand_atom = torch.arange(K, device=device).repeat_interleave(m)
-            zeros_m = torch.zeros(K * m, **opts)
-            cvals = torch.empty(K, m, **opts)
-            ref_T = {}
-            eps = torch.empty(K, **opts)
-            wnorm = torch.empty(K, **opts)
-            diff = torch.empty(K, d, **opts)
-            pos = torch.empty(K, k, dtype=torch.long, device=device)
-            r_max = float(torch.linalg.vector_norm(X, dim=1).max())
-            gamma = d * torch.finfo(dtype).eps                             # bound on dot-product rounding
         self.n_dense_steps_ = 0
         self.n_screened_steps_ = 0
-
-        def set_support(vals_src: torch.Tensor, order_src: torch.Tensor) -> None:
-            """idx ← sorted(order_src); vals ← vals_src in the same order; update the dense copy of G."""
-            torch.sort(order_src, dim=1, out=(idx, perm))
-            torch.gather(vals_src, 1, perm, out=vals)
-            if state["has_support"]:
-                G_dense.scatter_(0, old_idx.T, 0.0)   # clear only the previous support
-            G_dense.scatter_(0, idx.T, vals.T)
-            old_idx.copy_(idx)
-            state["has_support"] = True
-
-        def try_screened() -> bool:
-            if not state["has_ref"]:
-                return False
-            # |G_ij(new) − G_ij(ref)| ≤ ‖x_i‖ ε_j + rounding of both products (ε_j = ‖w_j − w_ref_j‖), so
-            # with slack_j = r_max (ε_j + γ(‖w_j‖ + ‖w_ref_j‖)) the condition b_j + 2 slack_j < s_k,j proves
-            # that no non-candidate can enter atom j's new top-k. With ‖w_j‖ ≤ ‖w_ref_j‖ + ε_j it suffices that
-            # ε_j (1 + γ) < (s_k,j − b_j) / (2 r_max) − 2γ‖w_ref_j‖, i.e. ε_j < ref_margin_j (precomputed).
-            torch.sub(W, ref_W, out=diff)
-            torch.linalg.vector_norm(diff, dim=1, out=eps)
-            if not bool((eps < ref_margin).all()):
-                state.update(has_ref=False, skip=state["backoff"], backoff=min(2 * state["backoff"], 8))
-                return False
-            state["backoff"] = 1
-            if not state["has_T"]:
-                build_token_major()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                pattern = torch.sparse_csr_tensor(ref_T["crow"], ref_T["col"], zeros_m, (n, K), check_invariants=False)
-                cvals.view(-1)[ref_T["order"]] = torch.sparse.sampled_addmm(pattern, X, W.T, beta=0.0).values()
-            torch.topk(cvals.abs(), k, dim=1, largest=True, sorted=False, out=(top_vals, pos))
-            torch.gather(cand, 1, pos, out=top_idx)
-            set_support(torch.gather(cvals, 1, pos), top_idx)
-            self.n_screened_steps_ += 1
-            return True
-
-        def build_token_major() -> None:
-            tokens = cand.view(-1)
-            order = torch.argsort(tokens * K + cand_atom)          # token-major, atoms ascending per token
-            counts = torch.bincount(tokens, minlength=n)
-            crow_t = torch.zeros(n + 1, dtype=torch.long, device=device)
-            torch.cumsum(counts, 0, out=crow_t[1:])
-            ref_T.update(order=order, col=cand_atom[order].contiguous(), crow=crow_t)
-            state["has_T"] = True
-
-        def g_step(it: int) -> None:
-            torch.mm(Ft, Ft.T, out=FtF)
-            L = self._chol(sys_buf, FtF, it)
-            torch.cholesky_solve(Ft, L, out=W)
-            if screen and try_screened():
-                return
-            torch.mm(W, X.T, out=dense)
-            torch.abs(dense, out=absbuf)
-            self.n_dense_steps_ += 1
-            prepare_ref = screen and state["skip"] == 0
-            if screen and not prepare_ref:
-                state["skip"] -= 1
-            if not prepare_ref:
-                torch.topk(absbuf, k, dim=1, largest=True, sorted=False, out=(top_vals, top_idx))
-                set_support(torch.gather(dense, 1, top_idx), top_idx)
-                return
-            torch.topk(absbuf, m + 1, dim=1, largest=True, sorted=True, out=(sorted_vals, sorted_idx))
-            top_idx.copy_(sorted_idx[:, :k])
-            set_support(torch.gather(dense, 1, top_idx), top_idx)
-            ref_W.copy_(W)
-            torch.linalg.vector_norm(W, dim=1, out=wnorm)
-            torch.sub(sorted_vals[:, k - 1], sorted_vals[:, m], out=ref_margin)   # s_k − b
-            ref_margin.div_(2.0 * max(r_max, 1e-30)).sub_(2.0 * gamma * wnorm).div_(1.0 + gamma)
-            cand.copy_(sorted_idx[:, :m])
-            state.update(has_ref=True, has_T=False)
-
-        def evaluate() -> tuple[torch.Tensor, torch.Tensor, float]:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-                Gt = torch.sparse_csr_tensor(crow, idx.view(-1), vals.view(-1), (K, n), check_invariants=False)
-                AGt = Gt @ X            # (K, d) = (A G)ᵀ
-                GtG = Gt @ G_dense      # (K, K) = Gᵀ G
-            cross = float(torch.sum(AGt * Ft, dtype=torch.float64))
-            quad = float(torch.sum(FtF * GtG, dtype=torch.float64))
-            loss2 = norm_a2 - 2.0 * cross + quad
-            rel = math.sqrt(max(loss2, 0.0) / norm_a2)
-            if not math.isfinite(rel):
-                raise RuntimeError("The factorization diverged (non-finite loss); check the input scale or raise the "
-                                   "ridge.")
-            return AGt, GtG, rel
-
-        def record(it: int, rel: float) -> None:
-            self.loss_curve_.append(rel)
-            if rel < best["loss"]:
-                best.update(loss=rel, iter=it, ridge=self._ridge)
-                best_Ft.copy_(Ft)
-                best_idx.copy_(idx)
-                best_vals.copy_(vals)
-
         self.loss_curve_: list[float] = []
-        g_step(0)
-        AGt, GtG, rel = evaluate()
-        record(0, rel)
-        ref, since, it = rel, 0, 0
-        converged = False
-        bar = None
-        if self.verbose:  # tqdm.auto imports IPython when present (slow): only when asked for
-            from tqdm.auto import tqdm
+        solver = _AlternatingSolver(self, X, K, k, norm_a2, screen=bool(self.screen) and 4 * k <= n)
+        it, converged = solver.run()
+        self._set_learned_attributes(solver, X, it, converged)
+        logger.info("SparseFactorization: %d iterations (%s), best relative error %.5f at iteration %d", it,
+                    "converged" if converged else "max_iter reached", self.reconstruction_error_, self.best_iter_)
 
-            bar = tqdm(total=self.max_iter, desc="SparseFactorization", leave=False)
-        for it in range(1, self.max_iter + 1):
-            # F-step: Fᵀ = (GᵀG + λI)⁻¹ (AG)ᵀ
-            L = self._chol(sys_buf, GtG, it)
-            torch.cholesky_solve(AGt, L, out=Ft)
-            # unit-norm code columns, scale moved into the atoms
-            torch.linalg.vector_norm(vals, dim=1, out=norms)
-            norms.masked_fill_(norms == 0, 1.0)
-            Ft.mul_(norms.unsqueeze(1))
-            # G-step with hard thresholding, then the (free) loss of the new iterate
-            g_step(it)
-            AGt, GtG, rel = evaluate()
-            record(it, rel)
-            if bar is not None:
-                bar.update(1)
-                if it % 20 == 0:
-                    bar.set_postfix(rel_err=f"{rel:.5f}", best=f"{best['loss']:.5f}")
-            if rel < ref * (1.0 - self.tol):
-                ref, since = rel, 0
-            else:
-                since += 1
-                if since >= self.patience:
-                    converged = True
-                    break
-        if bar is not None:
-            bar.close()
-        # ---- learned attributes (best iterate)
+    def _set_learned_attributes(self, solver: "_AlternatingSolver", X: torch.Tensor, it: int, converged: bool) -> None:
+        """The best iterate as learned attributes, the transform matrix and the keep-thresholds."""
+        K, k, n = solver.K, solver.k, solver.n
         self.n_iter_ = it
         self.converged_ = converged
-        self.best_iter_ = int(best["iter"])
-        self.reconstruction_error_ = float(best["loss"])
+        self.best_iter_ = int(solver.best_iter)
+        self.reconstruction_error_ = float(solver.best_loss)
         self.ridge_ = self._ridge
-        self._ridge_at_best = float(best["ridge"])
-        self.atoms_ = best_Ft
-        self.code_indices_ = best_idx
-        self.code_values_ = best_vals
-        codes = G_dense  # reuse the buffer
+        self._ridge_at_best = float(solver.best_ridge)
+        self.atoms_ = solver.best_Ft
+        self.code_indices_ = solver.best_idx
+        self.code_values_ = solver.best_vals
+        codes = solver.G_dense  # reuse the buffer
         codes.zero_()
-        codes.scatter_(0, best_idx.T, best_vals.T)
+        codes.scatter_(0, solver.best_idx.T, solver.best_vals.T)
         self.codes_ = codes
-        FtF_best = best_Ft @ best_Ft.T
+        FtF_best = solver.best_Ft @ solver.best_Ft.T
         FtF_best.diagonal().add_(self._ridge_at_best)
-        self._transform_matrix = torch.cholesky_solve(best_Ft, torch.linalg.cholesky(FtF_best))  # (K, d)
+        self._transform_matrix = torch.cholesky_solve(solver.best_Ft, torch.linalg.cholesky(FtF_best))  # (K, d)
         # keep-thresholds for transform(sparsify=True): halfway between each atom's k-th and (k+1)-th largest
         # |code| on the training rows (one dense product), so rounding cannot flip the training pattern
         if k < n:
-            torch.mm(self._transform_matrix, X.T, out=dense)
-            torch.abs(dense, out=absbuf)
-            kth = torch.topk(absbuf, k + 1, dim=1, largest=True, sorted=True).values
+            torch.mm(self._transform_matrix, X.T, out=solver.dense)
+            torch.abs(solver.dense, out=solver.absbuf)
+            kth = torch.topk(solver.absbuf, k + 1, dim=1, largest=True, sorted=True).values
             self.thresholds_ = 0.5 * (kth[:, k - 1] + kth[:, k])
         else:
-            self.thresholds_ = torch.zeros(K, **opts)
-        logger.info("SparseFactorization: %d iterations (%s), best relative error %.5f at iteration %d", it,
-                    "converged" if converged else "max_iter reached", self.reconstruction_error_, self.best_iter_)
+            self.thresholds_ = torch.zeros(K, device=X.device, dtype=X.dtype)
 
     # ------------------------------------------------------------------ public API
     def _check_fitted(self) -> None:
@@ -596,3 +426,211 @@ class SparseFactorization(BaseEstimator):
         FtF.diagonal().add_(est._ridge_at_best)
         est._transform_matrix = torch.cholesky_solve(est.atoms_, torch.linalg.cholesky(FtF))
         return est
+
+
+class _AlternatingSolver:
+    """The alternating iteration of :class:`SparseFactorization` on preallocated buffers (one fit).
+
+    ``g_step`` is the thresholded code update (screened when a bound proves it exact, see the module
+    docstring), ``f_step`` the atom update, ``evaluate`` the free loss of the current iterate and ``record``
+    keeps the best one. The estimator ``est`` owns the ridge (raised by its ``_chol``) and the counters.
+    """
+
+    def __init__(self, est: SparseFactorization, X: torch.Tensor, K: int, k: int, norm_a2: float, screen: bool):
+        self.est, self.X, self.K, self.k, self.norm_a2, self.screen = est, X, K, k, norm_a2, screen
+        n, d = X.shape
+        self.n, self.d = n, d
+        device, dtype = X.device, X.dtype
+        opts = {"device": device, "dtype": dtype}
+        gen = torch.Generator(device="cpu").manual_seed(int(est.random_state))
+        self.Ft = torch.randn(K, d, generator=gen, dtype=dtype).to(device)   # atoms as rows (Fᵀ)
+        self.FtF = torch.empty(K, K, **opts)
+        self.sys_buf = torch.empty(K, K, **opts)
+        self.W = torch.empty(K, d, **opts)                                     # (FᵀF+λI)⁻¹ Fᵀ
+        self.dense = torch.empty(K, n, **opts)                                 # unthresholded Gᵀ
+        self.absbuf = torch.empty(K, n, **opts)
+        self.top_vals = torch.empty(K, k, **opts)
+        self.top_idx = torch.empty(K, k, dtype=torch.long, device=device)
+        self.idx = torch.empty(K, k, dtype=torch.long, device=device)           # sorted support
+        self.perm = torch.empty(K, k, dtype=torch.long, device=device)
+        self.vals = torch.empty(K, k, **opts)
+        self.G_dense = torch.zeros(n, K, **opts)                               # thresholded G (for GᵀG)
+        self.old_idx = torch.empty_like(self.idx)
+        self.crow = torch.arange(0, K * k + 1, k, dtype=torch.long, device=device)
+        self.norms = torch.empty(K, **opts)
+        self.best_Ft, self.best_idx = torch.empty_like(self.Ft), torch.empty_like(self.idx)
+        self.best_vals = torch.empty_like(self.vals)
+        self.best_loss, self.best_iter, self.best_ridge = math.inf, 0, est._ridge
+        self.has_support = False
+        # has_ref: a screening reference exists; skip/backoff: after a failed check, the next `skip` dense
+        # steps do not prepare a new reference (backoff doubles up to 8) — preparing one costs a larger
+        # top-k, which matters at full-vocabulary size while the iterate is still moving
+        self.has_ref, self.has_T, self.skip, self.backoff = False, False, 0, 1
+        if screen:
+            self._init_screening(opts, device, dtype)
+
+    def _init_screening(self, opts: dict, device: torch.device, dtype: torch.dtype) -> None:
+        """Buffers of the screened code update: candidates = each atom's top-m tokens at the last dense step."""
+        K, d = self.K, self.d
+        m = self.m = int(_SCREEN_CANDIDATES * self.k)
+        self.ref_W = torch.empty(K, d, **opts)
+        self.ref_margin = torch.empty(K, **opts)   # allowed ‖w − w_ref‖ + γ‖w‖ (see try_screened)
+        self.cand = torch.empty(K, m, dtype=torch.long, device=device)
+        self.sorted_vals = torch.empty(K, m + 1, **opts)
+        self.sorted_idx = torch.empty(K, m + 1, dtype=torch.long, device=device)
+        # the candidates' codes are computed token-major (pattern n × K, each X row read once) and
+        # scattered back to atom-major (K × m) order through `order`
+        self.cand_atom = torch.arange(K, device=device).repeat_interleave(m)
+        self.zeros_m = torch.zeros(K * m, **opts)
+        self.cvals = torch.empty(K, m, **opts)
+        self.ref_T: dict[str, torch.Tensor] = {}
+        self.eps = torch.empty(K, **opts)
+        self.wnorm = torch.empty(K, **opts)
+        self.diff = torch.empty(K, d, **opts)
+        self.pos = torch.empty(K, self.k, dtype=torch.long, device=device)
+        self.r_max = float(torch.linalg.vector_norm(self.X, dim=1).max())
+        self.gamma = d * torch.finfo(dtype).eps                             # bound on dot-product rounding
+
+    # ------------------------------------------------------------------ code update
+    def set_support(self, vals_src: torch.Tensor, order_src: torch.Tensor) -> None:
+        """idx ← sorted(order_src); vals ← vals_src in the same order; update the dense copy of G."""
+        torch.sort(order_src, dim=1, out=(self.idx, self.perm))
+        torch.gather(vals_src, 1, self.perm, out=self.vals)
+        if self.has_support:
+            self.G_dense.scatter_(0, self.old_idx.T, 0.0)   # clear only the previous support
+        self.G_dense.scatter_(0, self.idx.T, self.vals.T)
+        self.old_idx.copy_(self.idx)
+        self.has_support = True
+
+    def try_screened(self) -> bool:
+        if not self.has_ref:
+            return False
+        # |G_ij(new) − G_ij(ref)| ≤ ‖x_i‖ ε_j + rounding of both products (ε_j = ‖w_j − w_ref_j‖), so
+        # with slack_j = r_max (ε_j + γ(‖w_j‖ + ‖w_ref_j‖)) the condition b_j + 2 slack_j < s_k,j proves
+        # that no non-candidate can enter atom j's new top-k. With ‖w_j‖ ≤ ‖w_ref_j‖ + ε_j it suffices that
+        # ε_j (1 + γ) < (s_k,j − b_j) / (2 r_max) − 2γ‖w_ref_j‖, i.e. ε_j < ref_margin_j (precomputed).
+        torch.sub(self.W, self.ref_W, out=self.diff)
+        torch.linalg.vector_norm(self.diff, dim=1, out=self.eps)
+        if not bool((self.eps < self.ref_margin).all()):
+            self.has_ref, self.skip, self.backoff = False, self.backoff, min(2 * self.backoff, 8)
+            return False
+        self.backoff = 1
+        if not self.has_T:
+            self.build_token_major()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            T = self.ref_T
+            pattern = torch.sparse_csr_tensor(T["crow"], T["col"], self.zeros_m, (self.n, self.K),
+                                              check_invariants=False)
+            self.cvals.view(-1)[T["order"]] = torch.sparse.sampled_addmm(pattern, self.X, self.W.T, beta=0.0).values()
+        torch.topk(self.cvals.abs(), self.k, dim=1, largest=True, sorted=False, out=(self.top_vals, self.pos))
+        torch.gather(self.cand, 1, self.pos, out=self.top_idx)
+        self.set_support(torch.gather(self.cvals, 1, self.pos), self.top_idx)
+        self.est.n_screened_steps_ += 1
+        return True
+
+    def build_token_major(self) -> None:
+        tokens = self.cand.view(-1)
+        order = torch.argsort(tokens * self.K + self.cand_atom)          # token-major, atoms ascending per token
+        counts = torch.bincount(tokens, minlength=self.n)
+        crow_t = torch.zeros(self.n + 1, dtype=torch.long, device=self.X.device)
+        torch.cumsum(counts, 0, out=crow_t[1:])
+        self.ref_T.update(order=order, col=self.cand_atom[order].contiguous(), crow=crow_t)
+        self.has_T = True
+
+    def g_step(self, it: int) -> None:
+        """G ← top-k of Aᵀ F (FᵀF + λI)⁻¹ per atom (screened when provably exact)."""
+        k = self.k
+        torch.mm(self.Ft, self.Ft.T, out=self.FtF)
+        L = self.est._chol(self.sys_buf, self.FtF, it)
+        torch.cholesky_solve(self.Ft, L, out=self.W)
+        if self.screen and self.try_screened():
+            return
+        torch.mm(self.W, self.X.T, out=self.dense)
+        torch.abs(self.dense, out=self.absbuf)
+        self.est.n_dense_steps_ += 1
+        prepare_ref = self.screen and self.skip == 0
+        if self.screen and not prepare_ref:
+            self.skip -= 1
+        if not prepare_ref:
+            torch.topk(self.absbuf, k, dim=1, largest=True, sorted=False, out=(self.top_vals, self.top_idx))
+            self.set_support(torch.gather(self.dense, 1, self.top_idx), self.top_idx)
+            return
+        m = self.m
+        torch.topk(self.absbuf, m + 1, dim=1, largest=True, sorted=True, out=(self.sorted_vals, self.sorted_idx))
+        self.top_idx.copy_(self.sorted_idx[:, :k])
+        self.set_support(torch.gather(self.dense, 1, self.top_idx), self.top_idx)
+        self.ref_W.copy_(self.W)
+        torch.linalg.vector_norm(self.W, dim=1, out=self.wnorm)
+        torch.sub(self.sorted_vals[:, k - 1], self.sorted_vals[:, m], out=self.ref_margin)   # s_k − b
+        self.ref_margin.div_(2.0 * max(self.r_max, 1e-30)).sub_(2.0 * self.gamma * self.wnorm).div_(1.0 + self.gamma)
+        self.cand.copy_(self.sorted_idx[:, :m])
+        self.has_ref, self.has_T = True, False
+
+    # ------------------------------------------------------------------ atom update, loss, best iterate
+    def f_step(self, it: int, AGt: torch.Tensor, GtG: torch.Tensor) -> None:
+        """Fᵀ = (GᵀG + λI)⁻¹ (AG)ᵀ, then unit-norm code columns with the scale moved into the atoms."""
+        L = self.est._chol(self.sys_buf, GtG, it)
+        torch.cholesky_solve(AGt, L, out=self.Ft)
+        torch.linalg.vector_norm(self.vals, dim=1, out=self.norms)
+        self.norms.masked_fill_(self.norms == 0, 1.0)
+        self.Ft.mul_(self.norms.unsqueeze(1))
+
+    def evaluate(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(AG)ᵀ, GᵀG and the relative error of the current iterate (no dense residual)."""
+        K, n = self.K, self.n
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            Gt = torch.sparse_csr_tensor(self.crow, self.idx.view(-1), self.vals.view(-1), (K, n),
+                                         check_invariants=False)
+            AGt = Gt @ self.X            # (K, d) = (A G)ᵀ
+            GtG = Gt @ self.G_dense      # (K, K) = Gᵀ G
+        cross = float(torch.sum(AGt * self.Ft, dtype=torch.float64))
+        quad = float(torch.sum(self.FtF * GtG, dtype=torch.float64))
+        loss2 = self.norm_a2 - 2.0 * cross + quad
+        rel = math.sqrt(max(loss2, 0.0) / self.norm_a2)
+        if not math.isfinite(rel):
+            raise RuntimeError("The factorization diverged (non-finite loss); check the input scale or raise the "
+                               "ridge.")
+        return AGt, GtG, rel
+
+    def record(self, it: int, rel: float) -> None:
+        self.est.loss_curve_.append(rel)
+        if rel < self.best_loss:
+            self.best_loss, self.best_iter, self.best_ridge = rel, it, self.est._ridge
+            self.best_Ft.copy_(self.Ft)
+            self.best_idx.copy_(self.idx)
+            self.best_vals.copy_(self.vals)
+
+    def run(self) -> tuple[int, bool]:
+        """Iterate until the patience rule or ``max_iter``; returns (iterations run, converged)."""
+        est = self.est
+        self.g_step(0)
+        AGt, GtG, rel = self.evaluate()
+        self.record(0, rel)
+        ref, since, it = rel, 0, 0
+        converged = False
+        bar = None
+        if est.verbose:  # tqdm.auto imports IPython when present (slow): only when asked for
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=est.max_iter, desc="SparseFactorization", leave=False)
+        for it in range(1, est.max_iter + 1):
+            self.f_step(it, AGt, GtG)
+            self.g_step(it)
+            AGt, GtG, rel = self.evaluate()
+            self.record(it, rel)
+            if bar is not None:
+                bar.update(1)
+                if it % 20 == 0:
+                    bar.set_postfix(rel_err=f"{rel:.5f}", best=f"{self.best_loss:.5f}")
+            if rel < ref * (1.0 - est.tol):
+                ref, since = rel, 0
+            else:
+                since += 1
+                if since >= est.patience:
+                    converged = True
+                    break
+        if bar is not None:
+            bar.close()
+        return it, converged
