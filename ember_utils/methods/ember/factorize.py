@@ -389,7 +389,8 @@ class SparseFactorization(BaseEstimator):
         blob = st_save({"atoms": self.atoms_.detach().cpu().contiguous(),
                         "code_indices": self.code_indices_.detach().cpu().contiguous(),
                         "code_values": self.code_values_.detach().cpu().contiguous(),
-                        "thresholds": self.thresholds_.detach().cpu().contiguous()}, metadata=meta)
+                        "thresholds": self.thresholds_.detach().cpu().contiguous(),
+                        "transform_matrix": self._transform_matrix.detach().cpu().contiguous()}, metadata=meta)
         return atomic_write_bytes(Path(path), blob)
 
     @classmethod
@@ -422,9 +423,7 @@ class SparseFactorization(BaseEstimator):
         codes = torch.zeros(est.n_samples_fit_, K, dtype=est.atoms_.dtype, device=dev)
         codes.scatter_(0, est.code_indices_.T, est.code_values_.T)
         est.codes_ = codes
-        FtF = est.atoms_ @ est.atoms_.T
-        FtF.diagonal().add_(est._ridge_at_best)
-        est._transform_matrix = torch.cholesky_solve(est.atoms_, torch.linalg.cholesky(FtF))
+        est._transform_matrix = tensors["transform_matrix"].to(dev)  # saved: transform is exactly the fitted one
         return est
 
 
