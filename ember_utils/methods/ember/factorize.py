@@ -289,7 +289,8 @@ class SparseFactorization(BaseEstimator):
         self.codes_ = codes
         FtF_best = solver.best_Ft @ solver.best_Ft.T
         FtF_best.diagonal().add_(self._ridge_at_best)
-        self._transform_matrix = torch.cholesky_solve(solver.best_Ft, torch.linalg.cholesky(FtF_best))  # (K, d)
+        # (K, d), row-major like the saved copy, so a loaded model multiplies in the same layout (same rounding)
+        self._transform_matrix = torch.cholesky_solve(solver.best_Ft, torch.linalg.cholesky(FtF_best)).contiguous()
         # keep-thresholds for transform(sparsify=True): halfway between each atom's k-th and (k+1)-th largest
         # |code| on the training rows (one dense product), so rounding cannot flip the training pattern
         if k < n:
