@@ -41,10 +41,20 @@ __all__ = [
     "COMMON_FILES",
     "MIN_COUNTS",
     "SPLITS",
+    "NEUTRAL_SPLITS",
+    "REGISTERS",
+    "CONCEPT_TABLES",
 ]
 
+#: Splits of question and prompt files; the neutral corpus also has a validation split (:data:`NEUTRAL_SPLITS`).
 SPLITS = ("train", "test")
+NEUTRAL_SPLITS = ("train", "validation", "test")
+ALL_SPLITS = NEUTRAL_SPLITS
 N_OPTIONS = 4
+#: Registers of the neutral corpus.
+REGISTERS = ("encyclopedic", "news", "narrative", "instructions", "dialogue", "web")
+#: Kinds of records in ``collateral.jsonl``.
+COLLATERAL_KINDS = ("sentence", "mc")
 
 #: Minimum sizes from ``data/SCHEMA.md`` (checked by the data tests, not by the loader).
 MIN_COUNTS: dict[str, int] = {
@@ -55,8 +65,11 @@ MIN_COUNTS: dict[str, int] = {
     "similar_mc_per_split": 30,
     "open": 40,
     "relearn": 50,
-    "neutral": 1000,
-    "neutral_topics": 20,
+    "indirect_mc": 40,
+    "collateral_sentences": 60,
+    "collateral_mc": 40,
+    "neutral": 3000,
+    "neutral_topics": 40,
     "general_mc": 200,
     "general_subjects": 10,
     "coherence_prompts": 50,
@@ -64,21 +77,33 @@ MIN_COUNTS: dict[str, int] = {
 
 # field name -> (python type(s), description) ; "str" fields must be non-empty after strip().
 _STR, _INT, _LIST = "str", "int", "list[str]"
-_MC_FIELDS = {"id": _STR, "split": _STR, "question": _STR, "options": _LIST, "answer": _INT}
+_MC_FIELDS = {"id": _STR, "subtopic": _STR, "split": _STR, "question": _STR, "options": _LIST, "answer": _INT}
+_COLLATERAL_BASE = {"id": _STR, "kind": _STR, "subtopic": _STR, "word": _STR, "split": _STR}
+_COLLATERAL_FIELDS = {
+    "sentence": {**_COLLATERAL_BASE, "text": _STR},
+    "mc": {**_COLLATERAL_BASE, "question": _STR, "options": _LIST, "answer": _INT},
+}
 _SCHEMAS: dict[str, dict[str, str]] = {
     "sentences.jsonl": {"id": _STR, "text": _STR},
     "mc.jsonl": _MC_FIELDS,
     "similar_mc.jsonl": _MC_FIELDS,
-    "open.jsonl": {"id": _STR, "question": _STR, "answers": _LIST},
+    "indirect_mc.jsonl": _MC_FIELDS,
+    "open.jsonl": {"id": _STR, "subtopic": _STR, "split": _STR, "question": _STR, "answers": _LIST},
     "relearn.jsonl": {"id": _STR, "text": _STR},
-    "neutral.jsonl": {"id": _STR, "topic": _STR, "split": _STR, "text": _STR},
+    "neutral.jsonl": {"id": _STR, "topic": _STR, "register": _STR, "split": _STR, "text": _STR},
     "general_mc.jsonl": {"id": _STR, "subject": _STR, "split": _STR, "question": _STR, "options": _LIST, "answer": _INT},
     "coherence_prompts.jsonl": {"id": _STR, "split": _STR, "prompt": _STR},
 }
-_META_FIELDS = {"name": _STR, "slug": _STR, "similar_domain": _STR, "description": _STR}
+_META_FIELDS = {"name": _STR, "slug": _STR, "similar_domain": _STR, "description": _STR, "prefix": _STR,
+                "names": _LIST}
 
 #: Files every concept folder must contain (``DATACARD.md`` is documentation, checked by the tests).
-CONCEPT_FILES = ("meta.json", "sentences.jsonl", "mc.jsonl", "similar_mc.jsonl", "open.jsonl", "relearn.jsonl")
+CONCEPT_FILES = ("meta.json", "sentences.jsonl", "mc.jsonl", "similar_mc.jsonl", "indirect_mc.jsonl", "open.jsonl",
+                 "collateral.jsonl", "relearn.jsonl")
+#: Optional per concept: reviewed answer words that may appear in relearning text (word -> reason).
+LEAK_ALLOWLIST = "leak_allowlist.json"
+#: Tables of a :class:`ConceptData` that :meth:`ConceptData.split` can select from.
+CONCEPT_TABLES = ("mc", "similar_mc", "indirect_mc", "open", "collateral_sentences", "collateral_mc", "relearn")
 COMMON_FILES = ("neutral.jsonl", "general_mc.jsonl", "coherence_prompts.jsonl")
 _COMMON_DIR = "common"
 
@@ -140,8 +165,11 @@ def read_jsonl(path: str | Path, schema: dict[str, str] | None = None) -> list[t
     path = Path(path)
     if not path.is_file():
         raise DataValidationError(path, None, "file is missing")
-    if schema is None:
+    if schema is None and path.name == "collateral.jsonl":
+        schema = _COLLATERAL_FIELDS  # one schema per record kind
+    elif schema is None:
         schema = _SCHEMAS.get(path.name)
+    splits = NEUTRAL_SPLITS if path.name == "neutral.jsonl" else SPLITS
     records: list[tuple[int, dict[str, Any]]] = []
     errors: list[tuple[int | None, str]] = []
     try:
@@ -160,7 +188,7 @@ def read_jsonl(path: str | Path, schema: dict[str, str] | None = None) -> list[t
         if not isinstance(rec, dict):
             errors.append((lineno, f"expected a JSON object, got {type(rec).__name__}"))
             continue
-        problems = _check_record(rec, schema) if schema is not None else []
+        problems = _check_record(rec, schema, splits) if schema is not None else []
         rid = rec.get("id")
         if isinstance(rid, str):
             if rid in seen_ids:
@@ -176,7 +204,18 @@ def read_jsonl(path: str | Path, schema: dict[str, str] | None = None) -> list[t
     return records
 
 
-def _check_record(rec: dict[str, Any], schema: dict[str, str]) -> list[str]:
+def _check_record(rec: dict[str, Any], schema: dict[str, Any], splits: tuple[str, ...] = SPLITS) -> list[str]:
+    if schema is _COLLATERAL_FIELDS:
+        kind = rec.get("kind")
+        if kind not in COLLATERAL_KINDS:
+            return [f"field 'kind' must be one of {list(COLLATERAL_KINDS)}, got {kind!r}"]
+        problems = _check_record(rec, _COLLATERAL_FIELDS[kind], splits)
+        word = rec.get("word")
+        text = rec.get("text", "") if kind == "sentence" else " ".join(
+            [str(rec.get("question", ""))] + [str(o) for o in rec.get("options", []) if isinstance(o, str)])
+        if isinstance(word, str) and word.strip() and word.casefold() not in text.casefold():
+            problems.append(f"word {word!r} does not occur in the record's text (it must use the word)")
+        return problems
     problems = []
     missing = [f for f in schema if f not in rec]
     extra = [f for f in rec if f not in schema]
@@ -203,8 +242,10 @@ def _check_record(rec: dict[str, Any], schema: dict[str, str]) -> list[str]:
                 problems.append(f"field {name!r} contains an empty string")
             elif not value:
                 problems.append(f"field {name!r} is an empty list")
-    if "split" in schema and isinstance(rec.get("split"), str) and rec["split"] not in SPLITS:
-        problems.append(f"bad split {rec['split']!r} (must be one of {list(SPLITS)})")
+    if "split" in schema and isinstance(rec.get("split"), str) and rec["split"] not in splits:
+        problems.append(f"bad split {rec['split']!r} (must be one of {list(splits)})")
+    if "register" in schema and isinstance(rec.get("register"), str) and rec["register"] not in REGISTERS:
+        problems.append(f"bad register {rec['register']!r} (must be one of {list(REGISTERS)})")
     if "options" in schema and isinstance(rec.get("options"), list) and all(isinstance(o, str) for o in rec["options"]):
         opts = rec["options"]
         if len(opts) != N_OPTIONS:
@@ -229,6 +270,9 @@ def _read_meta(path: Path, slug: str) -> dict[str, Any]:
     problems = _check_record(meta, _META_FIELDS)
     if not problems and meta["slug"] != slug:
         problems.append(f"slug {meta['slug']!r} does not match the folder name {slug!r}")
+    if not problems and any(n != n.strip().lower() for n in meta["names"]):
+        problems.append(f"names must be lower-case without surrounding spaces: "
+                        f"{[n for n in meta['names'] if n != n.strip().lower()][:5]}")
     if problems:
         raise DataValidationError(path, None, problems[0], [(None, p) for p in problems])
     return meta
@@ -244,11 +288,11 @@ def _frame(records: list[tuple[int, dict[str, Any]]], columns: Iterable[str]) ->
 
 
 def select_split(df: pd.DataFrame, split: str | None) -> pd.DataFrame:
-    """Rows of ``df`` in ``split`` ('train' or 'test'); ``None`` or 'all' returns every row (a copy)."""
+    """Rows of ``df`` in ``split`` ('train', 'validation' or 'test'); ``None`` or 'all' returns every row (a copy)."""
     if split is None or split == "all":
         return df.copy()
-    if split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}; use 'train', 'test' or 'all'.")
+    if split not in ALL_SPLITS:
+        raise ValueError(f"Unknown split {split!r}; use 'train', 'validation', 'test' or 'all'.")
     if "split" not in df.columns:
         raise ValueError(f"This table has no 'split' column (columns: {list(df.columns)}); use split='all'.")
     return df[df["split"] == split].reset_index(drop=True)
@@ -270,10 +314,27 @@ class ConceptData:
     similar_mc: pd.DataFrame
     open: pd.DataFrame
     relearn: pd.DataFrame
+    indirect_mc: pd.DataFrame = None  # type: ignore[assignment]
+    collateral_sentences: pd.DataFrame = None  # type: ignore[assignment]
+    collateral_mc: pd.DataFrame = None  # type: ignore[assignment]
+    leak_allowlist: dict[str, str] = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:  # tables a hand-built ConceptData (tests, small demos) may leave out
+        empty_mc = pd.DataFrame(columns=list(_MC_FIELDS) + ["line", "answer_text"])
+        for name, default in (("indirect_mc", empty_mc), ("collateral_mc", empty_mc.assign(word=[], kind=[])),
+                              ("collateral_sentences", pd.DataFrame(columns=list(_COLLATERAL_FIELDS["sentence"]))),
+                              ("leak_allowlist", {})):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
 
     @property
     def name(self) -> str:
         return self.meta["name"]
+
+    @property
+    def names(self) -> list[str]:
+        """The concept's proper names and specific terms (lower-case); text containing one names the concept."""
+        return list(self.meta.get("names", []))
 
     @property
     def similar_domain(self) -> str:
@@ -284,14 +345,15 @@ class ConceptData:
         return list(self.relearn["text"])
 
     def split(self, table: str, split: str | None) -> pd.DataFrame:
-        """``split`` rows of ``table`` ('mc' or 'similar_mc'; 'open'/'relearn' only with split='all')."""
-        if table not in ("mc", "similar_mc", "open", "relearn"):
-            raise ValueError(f"Unknown table {table!r}; use 'mc', 'similar_mc', 'open' or 'relearn'.")
+        """``split`` rows of ``table`` (one of :data:`CONCEPT_TABLES`; 'relearn' only with split='all')."""
+        if table not in CONCEPT_TABLES:
+            raise ValueError(f"Unknown table {table!r}; use one of {list(CONCEPT_TABLES)}.")
         return select_split(getattr(self, table), split)
 
     def __repr__(self) -> str:  # keep notebook output short
         return (f"ConceptData({self.slug!r}, name={self.name!r}, sentences={len(self.sentences)}, mc={len(self.mc)}, "
-                f"similar_mc={len(self.similar_mc)}, open={len(self.open)}, relearn={len(self.relearn)})")
+                f"similar_mc={len(self.similar_mc)}, indirect_mc={len(self.indirect_mc)}, open={len(self.open)}, "
+                f"collateral={len(self.collateral_sentences)}+{len(self.collateral_mc)}, relearn={len(self.relearn)})")
 
 
 def load_concept(slug: str, root: str | Path | None = None) -> ConceptData:
@@ -305,8 +367,9 @@ def load_concept(slug: str, root: str | Path | None = None) -> ConceptData:
         raise FileNotFoundError(f"Unknown concept {slug!r}: no folder {folder}. Available: {list_concepts(base)}")
     meta = _read_meta(folder / "meta.json", slug)
     tables = {name: read_jsonl(folder / f"{name}.jsonl") for name in
-              ("sentences", "mc", "similar_mc", "open", "relearn")}
+              ("sentences", "mc", "similar_mc", "indirect_mc", "open", "collateral", "relearn")}
     _check_cross_file_ids(folder, tables)
+    collateral = {kind: [(i, r) for i, r in tables["collateral"] if r["kind"] == kind] for kind in COLLATERAL_KINDS}
     return ConceptData(
         slug=slug,
         root=folder,
@@ -316,7 +379,28 @@ def load_concept(slug: str, root: str | Path | None = None) -> ConceptData:
         similar_mc=_frame(tables["similar_mc"], _MC_FIELDS),
         open=_frame(tables["open"], _SCHEMAS["open.jsonl"]),
         relearn=_frame(tables["relearn"], _SCHEMAS["relearn.jsonl"]),
+        indirect_mc=_frame(tables["indirect_mc"], _MC_FIELDS),
+        collateral_sentences=_frame(collateral["sentence"], _COLLATERAL_FIELDS["sentence"]),
+        collateral_mc=_frame(collateral["mc"], _COLLATERAL_FIELDS["mc"]),
+        leak_allowlist=_read_allowlist(folder / LEAK_ALLOWLIST),
     )
+
+
+def _read_allowlist(path: Path) -> dict[str, str]:
+    """``leak_allowlist.json``: ``{word: reason}`` (optional; missing = empty)."""
+    if not path.exists():
+        return {}
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataValidationError(path, None, f"bad JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(obj, dict):
+        raise DataValidationError(path, None, f"expected a JSON object word -> reason, got {type(obj).__name__}")
+    bad = [(None, f"entry {w!r}: the word must be a lower-case string and the reason a sentence (>= 10 characters)")
+           for w, why in obj.items() if w != w.strip().lower() or not isinstance(why, str) or len(why.strip()) < 10]
+    if bad:
+        raise DataValidationError(path, None, bad[0][1], bad)
+    return dict(obj)
 
 
 def _check_cross_file_ids(folder: Path, tables: dict[str, list[tuple[int, dict[str, Any]]]]) -> None:

@@ -1,9 +1,10 @@
 """Unedited-model baselines for every concept in ``data/``.
 
-For each concept: MC accuracy (train and test), similar-domain MC accuracy (train and test) and
-open-question accuracy; once for all concepts: general-knowledge MC accuracy (train and test) and the
-held-out neutral perplexity (``neutral`` split 'test'). Scoring uses :mod:`ember_utils.evaluate` with its
-default templates (length-normalized option log-likelihood; greedy open answers with alias matching).
+For each concept: MC accuracy on the concept, indirect (no names), similar-domain and other-sense questions
+and open-question accuracy, each on the test split with a 95 % bootstrap interval (and train); once for all
+concepts: general-knowledge MC accuracy and the neutral perplexity (validation and test splits). Scoring uses
+:mod:`ember_utils.eval` with its default templates (length-normalized option log-likelihood; greedy open
+answers with alias matching).
 A concept is "usable" when its test MC accuracy is ≥ 0.40, i.e. at least 15 points above chance.
 
 Command line (writes ``results/<model>/baselines.csv`` and ``baselines.json`` atomically)::
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..data import CONCEPT_FILES, data_root, list_concepts, load_common, load_concept
@@ -35,6 +37,7 @@ from ..eval import (
     score_mc,
     score_open,
 )
+from ..eval.intervals import bootstrap_interval
 from ..io import atomic_write_json, atomic_write_text
 from ..paths import results_dir
 
@@ -57,24 +60,33 @@ def incomplete_concepts(root: str | Path | None = None) -> dict[str, list[str]]:
     return out
 
 
+def _accuracy_columns(prefix: str, scored: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
+    """``acc_<prefix>_test`` with its 95 % bootstrap interval (``_lo``/``_hi``), ``acc_<prefix>_train`` and
+    ``n_<prefix>_test`` from a scored table with a ``split`` column."""
+    test = scored[scored["split"] == "test"]
+    train = scored[scored["split"] == "train"]
+    est, lo, hi = bootstrap_interval(test["correct"].astype(float), seed=seed) if len(test) else (np.nan,) * 3
+    return {f"acc_{prefix}_test": est, f"acc_{prefix}_test_lo": lo, f"acc_{prefix}_test_hi": hi,
+            f"acc_{prefix}_train": mc_accuracy(train) if len(train) else np.nan, f"n_{prefix}_test": len(test)}
+
+
 def measure_baselines(model: Any, concepts: Sequence[str] | None = None, root: str | Path | None = None,
                       open_max_new_tokens: int = 10, progress: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Measure the unedited baselines. Returns ``(table, shared)``: one row per concept, and the numbers
-    shared by all concepts (general-knowledge accuracy, neutral perplexity)."""
+    """Measure the unedited baselines. Returns ``(table, shared)``: one row per concept (concept, indirect,
+    similar-domain and other-sense MC, open questions, each on its test split with a 95 % bootstrap interval),
+    and the numbers shared by all concepts (general-knowledge accuracy, neutral perplexity)."""
     concepts = list(concepts) if concepts is not None else list_concepts(root)
     if not concepts:
         raise ValueError(f"No concepts found in {root or data_root()}.")
     common = load_common(root)
     t0 = time.perf_counter()
     gen = score_mc(model, common.general_mc, progress=progress)
-    shared: dict[str, Any] = {
-        "acc_general_train": mc_accuracy(gen[gen["split"] == "train"]),
-        "acc_general_test": mc_accuracy(gen[gen["split"] == "test"]),
-        "n_general_test": int((gen["split"] == "test").sum()),
-    }
-    neutral = common.neutral_texts("test")
-    shared["neutral_test_perplexity"] = perplexity(model, neutral, progress=progress)
-    shared["n_neutral_test"] = len(neutral)
+    shared: dict[str, Any] = _accuracy_columns("general", gen)
+    for split in ("validation", "test"):
+        neutral = common.neutral_texts(split)
+        if neutral:
+            shared[f"neutral_{split}_perplexity"] = perplexity(model, neutral, progress=progress)
+            shared[f"n_neutral_{split}"] = len(neutral)
     shared["general_accuracy_by_subject_test"] = (
         gen[gen["split"] == "test"].groupby("subject")["correct"].mean().round(3).to_dict())
     logger.info("shared baselines in %.0fs: %s", time.perf_counter() - t0, shared)
@@ -82,27 +94,23 @@ def measure_baselines(model: Any, concepts: Sequence[str] | None = None, root: s
     for slug in concepts:
         t = time.perf_counter()
         c = load_concept(slug, root)
-        mc = score_mc(model, c.mc, progress=progress)
-        sim = score_mc(model, c.similar_mc, progress=progress)
-        op = score_open(model, c.open, max_new_tokens=open_max_new_tokens, progress=progress)
-        acc_test = mc_accuracy(mc[mc["split"] == "test"])
-        rows.append({
-            "concept": slug,
-            "name": c.name,
-            "similar_domain": c.similar_domain,
-            "acc_mc_test": acc_test,
-            "acc_mc_train": mc_accuracy(mc[mc["split"] == "train"]),
-            "n_mc_test": int((mc["split"] == "test").sum()),
-            "acc_similar_test": mc_accuracy(sim[sim["split"] == "test"]),
-            "acc_similar_train": mc_accuracy(sim[sim["split"] == "train"]),
-            "n_similar_test": int((sim["split"] == "test").sum()),
-            "acc_general_test": shared["acc_general_test"],
-            "acc_open": mc_accuracy(op),
-            "n_open": len(op),
-            "neutral_test_perplexity": shared["neutral_test_perplexity"],
-            "points_above_chance": round(100 * (acc_test - CHANCE), 1),
-            "usable": bool(acc_test >= USABLE_ACCURACY),
-        })
+        row: dict[str, Any] = {"concept": slug, "name": c.name, "similar_domain": c.similar_domain}
+        for prefix, table in (("mc", c.mc), ("indirect", c.indirect_mc), ("similar", c.similar_mc),
+                              ("other_sense", c.collateral_mc)):
+            if len(table):
+                row.update(_accuracy_columns(prefix, score_mc(model, table, progress=progress)))
+        if len(c.open):
+            op = score_open(model, c.open, max_new_tokens=open_max_new_tokens, progress=progress)
+            op["split"] = c.open["split"].to_numpy() if "split" in c.open else "test"
+            open_cols = _accuracy_columns("open", op)
+            row.update({k.replace("acc_open_test", "acc_open").replace("n_open_test", "n_open"): v
+                        for k, v in open_cols.items()})
+        row["acc_general_test"] = shared["acc_general_test"]
+        row["neutral_test_perplexity"] = shared.get("neutral_test_perplexity", np.nan)
+        acc_test = row["acc_mc_test"]
+        row["points_above_chance"] = round(100 * (acc_test - CHANCE), 1)
+        row["usable"] = bool(acc_test >= USABLE_ACCURACY)
+        rows.append(row)
         logger.info("%s in %.0fs: %s", slug, time.perf_counter() - t, rows[-1])
     return pd.DataFrame(rows), shared
 
@@ -160,8 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     csv_path, json_path = write_baselines(table, shared, out, model=args.model, command=command,
                                           seconds=round(time.perf_counter() - t0, 1))
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table[["concept", "acc_mc_test", "acc_mc_train", "acc_similar_test", "acc_general_test", "acc_open",
-                     "neutral_test_perplexity", "usable"]].to_string(index=False))
+        cols = ["concept", "acc_mc_test", "acc_indirect_test", "acc_similar_test", "acc_other_sense_test",
+                "acc_general_test", "acc_open", "neutral_test_perplexity", "usable"]
+        print(table[[c for c in cols if c in table]].to_string(index=False))
     print(f"wrote {csv_path} and {json_path}")
     return 0
 

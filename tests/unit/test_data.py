@@ -11,13 +11,32 @@ import pytest
 
 from ember_utils import data as D
 from ember_utils.data import MIN_COUNTS, DataValidationError
+from ember_utils.data_quality import assign_splits, concept_problems, names_in, relearn_leaks
 
 # ============================================================================ helpers for temp datasets
 
 
 def _mc(pfx: str, i: int, split: str, answer: int = 0, **kw) -> dict:
-    rec = {"id": f"{pfx}-{i:03d}", "split": split, "question": f"Question number {i}?",
+    rec = {"id": f"{pfx}-{i:03d}", "subtopic": "misc", "split": split, "question": f"Question number {i}?",
            "options": [f"opt{i}a", f"opt{i}b", f"opt{i}c", f"opt{i}d"], "answer": answer}
+    rec.update(kw)
+    return rec
+
+
+def _general(i: int, split: str, answer: int = 0, **kw) -> dict:
+    rec = {k: v for k, v in _mc("g", i, split, answer).items() if k != "subtopic"}
+    rec["subject"] = "geo"
+    rec.update(kw)
+    return rec
+
+
+def _col(i: int, kind: str = "sentence", **kw) -> dict:
+    rec = {"id": f"t-col-{i:03d}", "kind": kind, "subtopic": "stars", "word": "sirius", "split": "train"}
+    if kind == "sentence":
+        rec["text"] = "Sirius is the brightest star in the night sky."
+    else:
+        rec.update(question="Which star is the brightest in the night sky?",
+                   options=["Sirius", "Vega", "Polaris", "Rigel"], answer=0)
     rec.update(kw)
     return rec
 
@@ -30,12 +49,16 @@ def _write_jsonl(path: Path, records: list) -> None:
 def _make_concept(root: Path, slug: str = "toy", **overrides) -> Path:
     folder = root / slug
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"name": "Toy", "slug": slug, "similar_domain": "Other Toy", "description": "A toy concept."}
+    meta = {"name": "Toy", "slug": slug, "similar_domain": "Other Toy", "description": "A toy concept.",
+            "prefix": "t", "names": ["toyland"]}
     files = {
         "sentences.jsonl": [{"id": f"t-s-{i:04d}", "text": f"Toy sentence number {i} is here."} for i in range(3)],
         "mc.jsonl": [_mc("t-mc", 1, "train"), _mc("t-mc", 2, "test", 1)],
         "similar_mc.jsonl": [_mc("t-sim", 1, "train"), _mc("t-sim", 2, "test", 2)],
-        "open.jsonl": [{"id": "t-open-001", "question": "Who?", "answers": ["Someone"]}],
+        "indirect_mc.jsonl": [_mc("t-ind", 1, "train"), _mc("t-ind", 2, "test", 3)],
+        "open.jsonl": [{"id": "t-open-001", "subtopic": "misc", "split": "test", "question": "Who?",
+                        "answers": ["Someone"]}],
+        "collateral.jsonl": [_col(1), _col(2, "mc", split="test")],
         "relearn.jsonl": [{"id": "t-rl-001", "text": "A paragraph about toys."}],
     }
     (folder / "meta.json").write_text(json.dumps(overrides.pop("meta", meta)), encoding="utf-8")
@@ -45,13 +68,19 @@ def _make_concept(root: Path, slug: str = "toy", **overrides) -> Path:
     return folder
 
 
+def _neutral(i: int, split: str, **kw) -> dict:
+    rec = {"id": f"n-{i:04d}", "topic": "cooking", "register": "instructions", "split": split,
+           "text": f"Boil the water for {i} minutes."}
+    rec.update(kw)
+    return rec
+
+
 def _make_common(root: Path, **overrides) -> Path:
     folder = root / "common"
     folder.mkdir(parents=True, exist_ok=True)
     files = {
-        "neutral.jsonl": [{"id": "n-0001", "topic": "cooking", "split": "train", "text": "Boil the water."},
-                          {"id": "n-0002", "topic": "cooking", "split": "test", "text": "Chop the onions."}],
-        "general_mc.jsonl": [_mc("g", 1, "train", subject="geo"), _mc("g", 2, "test", 3, subject="geo")],
+        "neutral.jsonl": [_neutral(1, "train"), _neutral(2, "validation"), _neutral(3, "test")],
+        "general_mc.jsonl": [_general(1, "train"), _general(2, "test", 3)],
         "coherence_prompts.jsonl": [{"id": "c-001", "split": "test", "prompt": "Describe a cat."}],
     }
     for name, recs in files.items():
@@ -77,8 +106,12 @@ def test_load_toy_concept_and_common(toy_root):
     assert list(c.split("mc", "test")["answer_text"]) == ["opt2b"]
     assert len(c.split("mc", "all")) == 2
     assert c.relearn_texts == ["A paragraph about toys."]
+    assert list(c.split("indirect_mc", "test")["answer_text"]) == ["opt2d"] and c.names == ["toyland"]
+    assert list(c.collateral_sentences["word"]) == ["sirius"] and list(c.collateral_mc["answer_text"]) == ["Sirius"]
+    assert list(c.split("open", "test")["id"]) == ["t-open-001"] and c.leak_allowlist == {}
     common = D.load_common(root=toy_root)
-    assert common.neutral_texts("test") == ["Chop the onions."]
+    assert common.neutral_texts("validation") == ["Boil the water for 2 minutes."]
+    assert common.neutral_texts("test") == ["Boil the water for 3 minutes."]
     assert list(common.general("test")["subject"]) == ["geo"]
     assert common.prompts("test") == ["Describe a cat."]
     assert D.list_concepts(toy_root) == ["toy"]
@@ -95,9 +128,9 @@ def test_data_root_env(monkeypatch, toy_root):
 def test_select_split_errors(toy_root):
     c = D.load_concept("toy", root=toy_root)
     with pytest.raises(ValueError, match="Unknown split"):
-        D.select_split(c.mc, "validation")
+        D.select_split(c.mc, "dev")
     with pytest.raises(ValueError, match="no 'split' column"):
-        c.split("open", "test")
+        c.split("relearn", "test")
     with pytest.raises(ValueError, match="Unknown table"):
         c.split("nope", "test")
 
@@ -133,10 +166,22 @@ BAD_CASES = [
     ("mc.jsonl", [_mc("t-mc", 1, "validation")], 1, r"bad split 'validation'"),
     ("mc.jsonl", [_mc("t-mc", 1, "train", question="   ")], 1, r"'question' is empty"),
     ("sentences.jsonl", [{"id": "t-s-0001", "text": ""}], 1, r"'text' is empty"),
-    ("open.jsonl", [{"id": "t-open-001", "question": "Who?", "answers": []}], 1, r"'answers' is an empty list"),
-    ("open.jsonl", [{"id": "t-open-001", "question": "Who?", "answers": "Harry"}], 1, r"list of strings"),
+    ("open.jsonl", [{"id": "t-open-001", "subtopic": "x", "split": "test", "question": "Who?", "answers": []}], 1,
+     r"'answers' is an empty list"),
+    ("open.jsonl", [{"id": "t-open-001", "subtopic": "x", "split": "test", "question": "Who?", "answers": "Harry"}], 1,
+     r"list of strings"),
     ("relearn.jsonl", [{"id": "t-rl-001", "text": "ok"}, {"id": "t-rl-002"}], 2, r"missing field.*text"),
     ("similar_mc.jsonl", [_mc("t-sim", 1, "train"), _mc("t-sim", 2, "test", 7)], 2, r"out of range"),
+    ("indirect_mc.jsonl", [{k: v for k, v in _mc("t-ind", 1, "train").items() if k != "subtopic"}], 1,
+     r"missing field.*subtopic"),
+    ("open.jsonl", [{"id": "t-open-001", "subtopic": "x", "question": "Who?", "answers": ["A"]}], 1,
+     r"missing field.*split"),
+    ("collateral.jsonl", [_col(1, kind="poem")], 1, r"'kind' must be one of \['sentence', 'mc'\]"),
+    ("collateral.jsonl", [_col(1, text="A bright star in the sky.")], 1, r"word 'sirius' does not occur"),
+    ("collateral.jsonl", [_col(1, "mc", answer=4)], 1, r"answer 4 out of range"),
+    ("collateral.jsonl", [{k: v for k, v in _col(1, "mc").items() if k != "word"}], 1, r"missing field.*word"),
+    ("collateral.jsonl", [_col(1, "sentence", question="Which?")], 1, r"unexpected field.*question"),
+    ("collateral.jsonl", [_col(1), _col(2, split="validation")], 2, r"bad split 'validation'"),
 ]
 
 
@@ -179,11 +224,18 @@ def test_missing_and_empty_files(tmp_path):
 
 
 def test_meta_errors(tmp_path):
-    _make_concept(tmp_path, meta={"name": "Toy", "slug": "other", "similar_domain": "X", "description": "d"})
+    base = {"name": "Toy", "slug": "toy", "similar_domain": "X", "description": "d", "prefix": "t", "names": ["toy"]}
+    _make_concept(tmp_path, meta={**base, "slug": "other"})
     with pytest.raises(DataValidationError, match="does not match the folder name"):
         D.load_concept("toy", root=tmp_path)
-    _make_concept(tmp_path, meta={"name": "Toy", "slug": "toy", "description": "d"})
+    _make_concept(tmp_path, meta={k: v for k, v in base.items() if k != "similar_domain"})
     with pytest.raises(DataValidationError, match="missing field.*similar_domain"):
+        D.load_concept("toy", root=tmp_path)
+    _make_concept(tmp_path, meta={k: v for k, v in base.items() if k != "names"})
+    with pytest.raises(DataValidationError, match="missing field.*names"):
+        D.load_concept("toy", root=tmp_path)
+    _make_concept(tmp_path, meta={**base, "names": ["Toyland"]})
+    with pytest.raises(DataValidationError, match="names must be lower-case"):
         D.load_concept("toy", root=tmp_path)
     (tmp_path / "toy" / "meta.json").write_text("{oops")
     with pytest.raises(DataValidationError, match="meta.json.*bad JSON"):
@@ -197,11 +249,29 @@ def test_ids_unique_across_files_of_a_concept(tmp_path):
     assert Path(info.value.file).name == "relearn.jsonl" and info.value.index == 1
 
 
+def test_leak_allowlist_errors_and_loading(tmp_path):
+    folder = _make_concept(tmp_path)
+    (folder / "leak_allowlist.json").write_text(json.dumps({"house": "too short"[:3]}))
+    with pytest.raises(DataValidationError, match="leak_allowlist.json.*'house'"):
+        D.load_concept("toy", root=tmp_path)
+    (folder / "leak_allowlist.json").write_text("[1, 2]")
+    with pytest.raises(DataValidationError, match="expected a JSON object"):
+        D.load_concept("toy", root=tmp_path)
+    (folder / "leak_allowlist.json").write_text(json.dumps({"house": "a generic word in a multi-word answer"}))
+    assert D.load_concept("toy", root=tmp_path).leak_allowlist == {"house": "a generic word in a multi-word answer"}
+
+
 def test_common_errors(tmp_path):
-    _make_common(tmp_path, **{"neutral.jsonl": [{"id": "n-1", "topic": "x", "split": "dev", "text": "t"}]})
+    _make_common(tmp_path, **{"neutral.jsonl": [_neutral(1, "dev")]})
     with pytest.raises(DataValidationError, match="neutral.jsonl.*bad split 'dev'"):
         D.load_common(root=tmp_path)
-    _make_common(tmp_path, **{"general_mc.jsonl": [_mc("g", 1, "train")]})  # no subject
+    _make_common(tmp_path, **{"neutral.jsonl": [_neutral(1, "train", register="poetry")]})
+    with pytest.raises(DataValidationError, match="neutral.jsonl.*bad register 'poetry'"):
+        D.load_common(root=tmp_path)
+    _make_common(tmp_path, **{"neutral.jsonl": [{k: v for k, v in _neutral(1, "train").items() if k != "register"}]})
+    with pytest.raises(DataValidationError, match="missing field.*register"):
+        D.load_common(root=tmp_path)
+    _make_common(tmp_path, **{"general_mc.jsonl": [{k: v for k, v in _general(1, "train").items() if k != "subject"}]})
     with pytest.raises(DataValidationError, match="general_mc.jsonl.*missing field.*subject"):
         D.load_common(root=tmp_path)
     _make_common(tmp_path, **{"coherence_prompts.jsonl": [{"id": "c-1", "split": "test", "prompt": 5}]})
@@ -251,13 +321,10 @@ def _check_mc_table(df: pd.DataFrame, label: str, min_total: int, min_per_split:
     counts = df["split"].value_counts()
     assert len(df) >= min_total, f"{label}: {len(df)} questions < {min_total}"
     assert counts.get("train", 0) >= min_per_split and counts.get("test", 0) >= min_per_split, f"{label}: {dict(counts)}"
-    assert counts.get("train", 0) == counts.get("test", 0), f"{label}: unbalanced splits {dict(counts)}"
+    assert abs(counts.get("train", 0) - counts.get("test", 0)) <= 1, f"{label}: unbalanced splits {dict(counts)}"
     assert df["id"].is_unique
     for opts, ans in zip(df["options"], df["answer"]):
         assert len(opts) == 4 and len({_norm(o) for o in opts}) == 4 and 0 <= ans < 4
-    # exactly one correct option: the correct text occurs once among the options
-    for opts, ans in zip(df["options"], df["answer"]):
-        assert sum(_norm(o) == _norm(opts[ans]) for o in opts) == 1
     # disjoint splits: no question text in both train and test (and no duplicate questions at all)
     qn = df["question"].map(_norm)
     both = set(qn[df["split"] == "train"]) & set(qn[df["split"] == "test"])
@@ -268,6 +335,17 @@ def _check_mc_table(df: pd.DataFrame, label: str, min_total: int, min_per_split:
     assert (share >= 0.15).all(), f"{label}: answer index distribution {dict(share.round(2))}"
     long_opts = [o for opts in df["options"] for o in opts if not 1 <= _words(o) <= 6]
     assert not long_opts, f"{label}: options must be 1-6 words: {long_opts[:5]}"
+
+
+def _committed_splits_are_reproducible(path: Path) -> None:
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.name == "neutral.jsonl":
+        split = assign_splits(records, seed=0, key=lambda r: r["topic"], splits=D.NEUTRAL_SPLITS,
+                              fractions=(0.7, 0.15, 0.15))
+    else:
+        split = assign_splits(records, seed=0, key=lambda r: (r.get("kind", ""), r["subtopic"]))
+    changed = [r["id"] for r in records if split[r["id"]] != r["split"]]
+    assert not changed, f"{path}: splits differ from assign_splits(seed=0) for {changed[:5]}"
 
 
 def test_concept_meta(real_concept):
@@ -303,33 +381,90 @@ def test_concept_open(real_concept):
     assert not too_long, f"first accepted answer must be 1-3 words: {too_long[:3]}"
 
 
+def test_concept_indirect_mc_avoids_the_names(real_concept):
+    df = real_concept.indirect_mc
+    _check_mc_table(df, f"{real_concept.slug}/indirect_mc", MIN_COUNTS["indirect_mc"], MIN_COUNTS["indirect_mc"] // 2)
+    naming = [(rid, names_in(" ".join([q, *o]), real_concept.names))
+              for rid, q, o in zip(df["id"], df["question"], df["options"])]
+    assert not [x for x in naming if x[1]], f"indirect questions name the concept: {[x for x in naming if x[1]][:5]}"
+
+
+def test_concept_collateral(real_concept):
+    sents, mc = real_concept.collateral_sentences, real_concept.collateral_mc
+    assert len(sents) >= MIN_COUNTS["collateral_sentences"] and len(mc) >= MIN_COUNTS["collateral_mc"]
+    _check_mc_table(mc, f"{real_concept.slug}/collateral_mc", MIN_COUNTS["collateral_mc"],
+                    MIN_COUNTS["collateral_mc"] // 2)
+    counts = sents["split"].value_counts()
+    assert abs(counts.get("train", 0) - counts.get("test", 0)) <= 1, dict(counts)
+    assert pd.concat([sents["word"], mc["word"]]).nunique() >= 10, "collateral should cover many words"
+
+
+def test_committed_splits_are_seeded_and_stratified(real_concept):
+    for name in ("mc.jsonl", "similar_mc.jsonl", "indirect_mc.jsonl", "open.jsonl", "collateral.jsonl"):
+        _committed_splits_are_reproducible(real_concept.root / name)
+
+
 def test_relearn_paragraphs_do_not_leak_test_answers(real_concept):
     df = real_concept.relearn
     assert len(df) >= MIN_COUNTS["relearn"], f"{len(df)} relearning paragraphs"
     bad_len = [(i, _words(t)) for i, t in zip(df["id"], df["text"]) if not 60 <= _words(t) <= 150]
     assert not bad_len, f"paragraphs must be 60-150 words: {bad_len[:5]}"
-    answers = set(real_concept.split("mc", "test")["answer_text"].str.casefold())
-    leaks = [(rid, a) for rid, text in zip(df["id"], df["text"].str.casefold()) for a in answers if a in text]
-    assert not leaks, f"test answers appear in relearning paragraphs: {leaks[:10]}"
+    assert concept_problems(real_concept) == []
+
+
+def test_leak_check_finds_a_partial_leak(toy_root):
+    """The distinctive-word check catches what a whole-answer substring check misses (e.g. 'Ribbentrop' for
+    the answer 'Molotov-Ribbentrop Pact'), and the allow-list releases a reviewed word."""
+    folder = toy_root / "toy"
+    _write_jsonl(folder / "mc.jsonl", [_mc("t-mc", 1, "train"),
+                                       _mc("t-mc", 2, "test", 0, options=["Molotov-Ribbentrop Pact", "b", "c", "d"])])
+    _write_jsonl(folder / "relearn.jsonl", [{"id": "t-rl-001", "text": "Ribbentrop flew to Moscow in August."}])
+    leaks = relearn_leaks(D.load_concept("toy", root=toy_root))
+    assert len(leaks) == 1 and "'ribbentrop'" in leaks[0] and "t-mc-002" in leaks[0]
+    (folder / "leak_allowlist.json").write_text(json.dumps({"ribbentrop": "reviewed: unavoidable in this toy text"}))
+    assert relearn_leaks(D.load_concept("toy", root=toy_root)) == []
+
+
+def test_assign_splits_is_seeded_stratified_and_balanced():
+    recs = [{"id": f"r{i}", "subtopic": "abc"[i % 3]} for i in range(31)]
+    a, b = assign_splits(recs, seed=0), assign_splits(recs, seed=0)
+    assert a == b and assign_splits(recs, seed=1) != a
+    counts = pd.Series(a).value_counts()
+    assert abs(counts["train"] - counts["test"]) <= 1
+    for t in "abc":
+        per = pd.Series({k: v for k, v in a.items() if recs[int(k[1:])]["subtopic"] == t}).value_counts()
+        assert abs(per.get("train", 0) - per.get("test", 0)) <= 1
+    three = assign_splits(recs, seed=0, splits=("train", "validation", "test"), fractions=(0.7, 0.15, 0.15))
+    assert pd.Series(three).value_counts()["train"] in (21, 22, 23)
+    with pytest.raises(ValueError, match="fractions"):
+        assign_splits(recs, fractions=(0.5, 0.6))
 
 
 def test_neutral(real_common):
     df = real_common.neutral
     assert len(df) >= MIN_COUNTS["neutral"]
     assert df["topic"].nunique() >= MIN_COUNTS["neutral_topics"]
-    share = df.groupby("topic")["split"].apply(lambda s: (s == "test").mean())
-    assert share.between(0.1, 0.3).all(), f"test share per topic should be ~20 %: {share[~share.between(0.1, 0.3)]}"
+    shares = df.groupby("topic")["split"].value_counts(normalize=True).unstack(fill_value=0)
+    assert shares["validation"].between(0.1, 0.2).all() and shares["test"].between(0.1, 0.2).all(), shares
+    assert set(df["register"]) == set(D.REGISTERS)
+    assert (df.groupby("topic")["register"].nunique() >= 4).all(), "every topic mixes registers"
     assert df["text"].map(_norm).is_unique
+    _committed_splits_are_reproducible(real_common.root / "neutral.jsonl")
 
 
-def test_neutral_avoids_concepts(real_common):
-    names = {}
-    for slug in CONCEPTS:
-        meta = json.loads((REAL_ROOT / slug / "meta.json").read_text(encoding="utf-8"))
-        names[meta["name"].casefold()] = slug
-    hits = [(rid, n) for rid, t in zip(real_common.neutral["id"], real_common.neutral["text"].str.casefold())
-            for n in names if n in t]
-    assert not hits, f"neutral sentences mention concepts: {hits[:10]}"
+def test_neutral_avoids_every_concept_name(real_common):
+    names = [n for slug in CONCEPTS for n in D.load_concept(slug, REAL_ROOT).names]
+    hits = [(rid, names_in(t, names)) for rid, t in zip(real_common.neutral["id"], real_common.neutral["text"])]
+    hits = [h for h in hits if h[1]]
+    assert not hits, f"neutral sentences name a concept: {hits[:10]}"
+
+
+def test_neutral_keeps_the_ordinary_words_around_the_concepts(real_common):
+    """The corpus must not avoid the words around a concept (or they become 'concept-only' and get edited)."""
+    text = " ".join(real_common.neutral["text"]).lower()
+    missing = [w for w in ("war", "battle", "army", "soldiers", "empire", "senate", "magic", "castle", "owl", "fossil",
+                           "goal", "ball", "story") if not re.search(rf"\b{w}s?\b", text)]
+    assert not missing, f"ordinary words missing from the neutral corpus: {missing}"
 
 
 def test_general_mc(real_common):
