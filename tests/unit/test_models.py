@@ -206,3 +206,16 @@ def test_offline_cache_is_reused(default_bridge):
     stamp = os.stat(marker).st_mtime_ns
     models.load_hf_model()
     assert os.stat(marker).st_mtime_ns == stamp
+
+
+def test_atomic_write_gives_normal_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from ember_utils.io import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "x.txt", "hello")
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    plain = tmp_path / "plain.txt"
+    plain.write_text("hello")
+    assert mode == stat.S_IMODE(os.stat(plain).st_mode)  # not mkstemp's 0600

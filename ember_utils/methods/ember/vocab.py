@@ -1,7 +1,10 @@
 """The vocabulary slice V′ of a concept: tokens that occur in the concept or neutral corpus, with labels.
 
 A token is *concept-only* if it occurs only in the concept corpus, *neutral-only* if only in the neutral
-corpus, and *shared* if in both. Special tokens (bos, eos, pad, ...) are excluded.
+corpus, and *shared* if in both. Special tokens (bos, eos, pad, ...) are excluded. Punctuation, formatting,
+numbers and function words are never concept-specific, whatever the corpora say (concept text in a register
+the neutral corpus lacks would otherwise make ' (', ');' or ' thereby' "concept-only"): such a token that
+occurs only in the concept corpus is labelled *shared*, so it is never edited.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["CONCEPT", "NEUTRAL", "SHARED", "VocabSlice", "build_vocab_slice", "count_tokens"]
+__all__ = ["CONCEPT", "NEUTRAL", "SHARED", "VocabSlice", "build_vocab_slice", "count_tokens", "is_generic_token"]
 
 CONCEPT, NEUTRAL, SHARED = "concept-only", "neutral-only", "shared"
 
@@ -74,8 +77,21 @@ def count_tokens(tokenizer: Any, texts: Iterable[str], where: str = "corpus") ->
     return counts
 
 
-def build_vocab_slice(tokenizer: Any, concept_texts: Sequence[str], neutral_texts: Sequence[str]) -> VocabSlice:
-    """Build V′ from a concept corpus and a neutral corpus (special tokens removed)."""
+def is_generic_token(token: str) -> bool:
+    """True for tokens that can never be concept-specific: whitespace, punctuation, symbols and numbers (no
+    letter at all), and English function words (scikit-learn's stop-word list, e.g. ' the', ' thereby', ' etc')."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    core = token.strip().strip("▁Ġ").strip()
+    if not any(ch.isalpha() for ch in core):
+        return True
+    return core.lower().strip(".,;:!?'\"()[]") in ENGLISH_STOP_WORDS
+
+
+def build_vocab_slice(tokenizer: Any, concept_texts: Sequence[str], neutral_texts: Sequence[str],
+                      generic_is_shared: bool = True) -> VocabSlice:
+    """Build V′ from a concept corpus and a neutral corpus (special tokens removed). With
+    ``generic_is_shared`` (default) a concept-only token that :func:`is_generic_token` is labelled shared."""
     c_counts = count_tokens(tokenizer, concept_texts, "concept corpus")
     n_counts = count_tokens(tokenizer, neutral_texts, "neutral corpus")
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -86,4 +102,7 @@ def build_vocab_slice(tokenizer: Any, concept_texts: Sequence[str], neutral_text
     nc = np.array([n_counts.get(int(t), 0) for t in ids], dtype=np.int64)
     labels = np.where((cc > 0) & (nc > 0), SHARED, np.where(cc > 0, CONCEPT, NEUTRAL))
     tokens = [tokenizer.decode([int(t)]) for t in ids]
+    if generic_is_shared:
+        generic = np.array([is_generic_token(t) for t in tokens], dtype=bool)
+        labels = np.where((labels == CONCEPT) & generic, SHARED, labels)
     return VocabSlice(token_ids=ids, labels=labels, concept_counts=cc, neutral_counts=nc, tokens=tokens)
