@@ -40,6 +40,9 @@ def selected_atom_tokens(model: Any, concept_texts: Sequence[str], neutral_texts
         "selection_rule": atoms.rule.describe(),
         "selected_atoms": [{"atom": int(a), "ratio": float(sel.loc[a, "ratio"]),
                             "top_tokens": atoms.descriptions[int(a)]["top_tokens"][:top_k]} for a in selected],
+        "top_candidates": [{"atom": int(r.atom), "ratio": float(r.ratio), "selected": bool(r.selected),
+                            "top_tokens": atoms.descriptions.get(int(r.atom), {}).get("top_tokens", [])[:top_k]}
+                           for r in atoms.selection.head(3).itertuples()],
         "n_edit_tokens": len(edit) if edit is not None else 0,
         "edit_tokens_sample": (edit.tokens[:40] if edit is not None else []),
     }
@@ -80,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--old", required=True, type=Path, help="the other neutral.jsonl (its train split is used)")
     ap.add_argument("--old-label", default="old", help="how to name the other corpus in the output")
-    ap.add_argument("--concepts", nargs="+", default=["world_war_ii", "ancient_rome"])
+    ap.add_argument("--concepts", nargs="+", default=["world_war_ii", "ancient_rome", "harry_potter"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=DEFAULT_MODEL)
     args = ap.parse_args(argv)
@@ -96,7 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for slug, per in table.items():
         for label, r in per.items():
             atoms = "; ".join(f"#{a['atom']} ({a['ratio']:.1f}): {' '.join(map(repr, a['top_tokens'][:8]))}"
-                              for a in r["selected_atoms"]) or "none"
+                              for a in r["selected_atoms"]) or "none; best candidates " + "; ".join(
+                f"#{a['atom']} ({a['ratio']:.1f}): {' '.join(map(repr, a['top_tokens'][:6]))}"
+                for a in r["top_candidates"])
             print(f"{slug} [{label}] {r['n_edit_tokens']} tokens — {atoms}")
     print(f"wrote {path}")
     return 0

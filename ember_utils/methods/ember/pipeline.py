@@ -1,6 +1,7 @@
 """The EMBER concept pipeline: V′ → factorization (cached) → atom scores → selection → descriptions → edit."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -84,6 +85,25 @@ class ConceptAtoms:
                          "top_tokens": ", ".join(repr(t) for t in d["top_tokens"][:8]) if d else "",
                          "readout": ", ".join(repr(t) for t in d["readout_tokens"][:6]) if d else ""})
         return pd.DataFrame(rows)
+
+    def atoms_to_edit(self, fallback_min_purity: float = 0.25) -> tuple[list[int], str]:
+        """The atoms an edit should use and a sentence saying where they come from.
+
+        The rule's selection when it selected any. Otherwise (e.g. a broad neutral corpus leaves no atom pure
+        enough) the same permutation rule with the purity floor lowered to ``fallback_min_purity``, and failing
+        that the single highest-ratio atom: a labelled fallback, so a chapter still has an edit to measure and
+        the δ gates decide whether it is worth keeping."""
+        if self.selected_atoms:
+            return self.selected_atoms, f"selected by the rule ({self.rule.describe()})"
+        if isinstance(self.rule, PermutationRule):
+            relaxed = dataclasses.replace(self.rule, min_purity=fallback_min_purity)
+            sel = select_atoms(self.scores, relaxed, self.factorization.codes_, self.vocab)
+            chosen = sel.loc[sel["selected"], "atom"].astype(int).tolist()
+            if chosen:
+                return chosen, (f"no atom passed the rule; fallback: the rule with purity ≥ {fallback_min_purity:g} "
+                                f"instead of ≥ {self.rule.min_purity:g}")
+        top = int(self.selection.sort_values("ratio", ascending=False, kind="stable")["atom"].iloc[0])
+        return [top], "no atom passed the rule; fallback: the single highest-ratio atom"
 
     def edit(self, delta: float = 1.0, atoms: Sequence[int] | None = None, extra_token_ids: Sequence[int] = (),
              embeddings: torch.Tensor | None = None, tokenizer: Any = None) -> EmbeddingEdit:

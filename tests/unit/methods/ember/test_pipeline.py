@@ -66,3 +66,25 @@ def test_fit_concept_atoms_on_tiny_model(tmp_path):
     assert set(edit.token_ids.tolist()) <= concept_only
     with pytest.raises(ValueError, match="exceeds"):
         fit_concept_atoms(bridge, CONCEPT, NEUTRAL, n_atoms=10_000, cache_dir=tmp_path)
+
+
+def test_atoms_to_edit_falls_back_with_a_label_when_the_rule_selects_nothing(tmp_path):
+    from ember_utils.methods.ember.atoms import PermutationRule
+
+    bridge, _, _ = tiny_bridge_and_hf()
+    kw = dict(n_atoms=4, sparsity=0.2, max_iter=40, patience=10, cache_dir=tmp_path)
+    strict = fit_concept_atoms(bridge, CONCEPT, NEUTRAL, "hp", rule=PermutationRule(min_purity=1.0, alpha=0.01), **kw)
+    assert strict.selected_atoms == []
+    chosen, how = strict.atoms_to_edit(fallback_min_purity=0.0)
+    assert chosen and how.startswith("no atom passed the rule")
+    assert len(strict.edit(atoms=chosen)) > 0
+    top = int(strict.selection.sort_values("ratio", ascending=False).atom.iloc[0])
+    impossible = fit_concept_atoms(bridge, CONCEPT, NEUTRAL, "hp",
+                                   rule=PermutationRule(min_purity=1.0, min_concept_tokens=10_000), **kw)
+    assert impossible.atoms_to_edit(fallback_min_purity=1.0) == (
+        [top], "no atom passed the rule; fallback: the single highest-ratio atom")
+    from ember_utils.methods.ember.atoms import RatioRule
+
+    default = fit_concept_atoms(bridge, CONCEPT, NEUTRAL, "hp", rule=RatioRule(1e-9), **kw)
+    assert default.selected_atoms
+    assert default.atoms_to_edit() == (default.selected_atoms, f"selected by the rule ({default.rule.describe()})")
