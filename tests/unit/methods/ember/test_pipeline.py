@@ -88,3 +88,26 @@ def test_atoms_to_edit_falls_back_with_a_label_when_the_rule_selects_nothing(tmp
     default = fit_concept_atoms(bridge, CONCEPT, NEUTRAL, "hp", rule=RatioRule(1e-9), **kw)
     assert default.selected_atoms
     assert default.atoms_to_edit() == (default.selected_atoms, f"selected by the rule ({default.rule.describe()})")
+
+
+@pytest.mark.real_model
+def test_concept_text_in_another_register_selects_no_punctuation_atom(real_bridge, tmp_path):
+    """Encyclopedic chess text (brackets, citation marks, dashes) against the neutral corpus: no punctuation,
+    number or function token is concept-only, so no atom of them can be selected; without that rule such tokens
+    would be 'concept-only' only because of the register."""
+    from pathlib import Path
+
+    from ember_utils.data import load_common
+    from ember_utils.methods.ember.vocab import CONCEPT, build_vocab_slice, is_generic_token
+
+    chess = (Path(__file__).resolve().parents[3] / "fixtures" / "chess_encyclopedic.txt").read_text().splitlines()
+    neutral = load_common().neutral_texts("train")
+    atoms = fit_concept_atoms(real_bridge, chess, neutral, "chess", seed=0, cache_dir=tmp_path, describe_top=5)
+    concept_only = [t for t, lab in zip(atoms.vocab.tokens, atoms.vocab.labels) if lab == CONCEPT]
+    assert concept_only and not [t for t in concept_only if is_generic_token(t)]
+    for a in atoms.selection.head(5)["atom"]:
+        top = atoms.descriptions[int(a)]["top_tokens"][:10]
+        assert sum(map(is_generic_token, top)) <= 2, (a, top)  # the strongest atoms are words, not punctuation
+    raw = build_vocab_slice(real_bridge.tokenizer, chess, neutral, generic_is_shared=False)
+    raw_generic = [t for t, lab in zip(raw.tokens, raw.labels) if lab == CONCEPT and is_generic_token(t)]
+    assert raw_generic, "the register alone makes some punctuation/function tokens concept-only"
