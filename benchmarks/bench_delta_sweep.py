@@ -1,9 +1,9 @@
 """Benchmark: evaluating an EMBER edit with and without reuse of unaffected inputs (one δ-sweep step).
 
 An embedding edit changes only the input-embedding rows of its tokens, so on every input without those tokens
-the edited model computes exactly what the unedited model computes. ``Evaluator.evaluate(...,
-edited_tokens=edit.token_ids)`` re-runs only the affected questions / sentences / prompts and copies the rest
-from the unedited measurement (plus a spot check). This script times both ways side by side, interleaved, on
+the edited model computes exactly what the unedited model computes. ``Evaluator.evaluate(edit)`` (an edit is a
+model state that declares its tokens) re-runs only the affected questions / sentences / prompts and copies the
+rest from the unedited measurement (plus a spot check). This script times both ways side by side, interleaved, on
 the default model (Harry Potter atoms of chapter 3, chapter 4's edit), for each δ of ``--deltas``, and checks
 that both give the same numbers.
 
@@ -47,7 +47,7 @@ def main() -> None:
     model = ember_utils.load_model()
     concept, common = load_concept(args.concept), load_common()
     atoms = fit_concept_atoms(model, concept.sentences, common.neutral_texts("train"), args.concept, seed=0)
-    edit = atoms.edit(tokenizer=model.tokenizer)
+    edit = atoms.edit(atoms=atoms.atoms_to_edit()[0], tokenizer=model.tokenizer)  # chapter 4's choice
     # the δ sweep's setting (train: open questions skipped); on test everything is measured
     ev = Evaluator(model, concept, common, split=args.split, measure_open=args.split == "test")
     t = time.perf_counter()
@@ -59,10 +59,10 @@ def main() -> None:
     for delta in args.deltas:
         candidate = edit.with_delta(delta)
         t = time.perf_counter()
-        full = ev.evaluate(candidate.applied_to(model), name=f"full δ={delta:g}")
+        full = ev.evaluate(candidate, name=f"full δ={delta:g}", reuse=False)
         full_s.append(time.perf_counter() - t)
         t = time.perf_counter()
-        fast = ev.evaluate(candidate.applied_to(model), name=f"reuse δ={delta:g}", edited_tokens=candidate.token_ids)
+        fast = ev.evaluate(candidate, name=f"reuse δ={delta:g}")
         reuse_s.append(time.perf_counter() - t)
         fractions.append(fast.metrics["remeasured_fraction"])
         for k in COMPARED:

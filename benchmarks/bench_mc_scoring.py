@@ -74,7 +74,7 @@ def main() -> None:
     import torch
 
     import ember_utils
-    from ember_utils import evaluate as E
+    from ember_utils import eval as E
     from ember_utils.data import load_common, load_concept
 
     torch.set_num_threads(args.threads)
