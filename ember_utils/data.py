@@ -258,15 +258,21 @@ def _check_record(rec: dict[str, Any], schema: dict[str, Any], splits: tuple[str
     return problems
 
 
-def _read_meta(path: Path, slug: str) -> dict[str, Any]:
+def _read_json_object(path: Path, what: str = "a JSON object") -> dict[str, Any]:
+    """One JSON object from ``path`` (DataValidationError if missing, not JSON or not an object)."""
     if not path.is_file():
         raise DataValidationError(path, None, "file is missing")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataValidationError(path, None, f"bad JSON ({exc.msg} at line {exc.lineno})") from exc
-    if not isinstance(meta, dict):
-        raise DataValidationError(path, None, f"expected a JSON object, got {type(meta).__name__}")
+    if not isinstance(obj, dict):
+        raise DataValidationError(path, None, f"expected {what}, got {type(obj).__name__}")
+    return obj
+
+
+def _read_meta(path: Path, slug: str) -> dict[str, Any]:
+    meta = _read_json_object(path)
     problems = _check_record(meta, _META_FIELDS)
     if not problems and meta["slug"] != slug:
         problems.append(f"slug {meta['slug']!r} does not match the folder name {slug!r}")
@@ -390,12 +396,7 @@ def _read_allowlist(path: Path) -> dict[str, str]:
     """``leak_allowlist.json``: ``{word: reason}`` (optional; missing = empty)."""
     if not path.exists():
         return {}
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataValidationError(path, None, f"bad JSON ({exc.msg} at line {exc.lineno})") from exc
-    if not isinstance(obj, dict):
-        raise DataValidationError(path, None, f"expected a JSON object word -> reason, got {type(obj).__name__}")
+    obj = _read_json_object(path, "a JSON object word -> reason")
     bad = [(None, f"entry {w!r}: the word must be a lower-case string and the reason a sentence (>= 10 characters)")
            for w, why in obj.items() if w != w.strip().lower() or not isinstance(why, str) or len(why.strip()) < 10]
     if bad:
