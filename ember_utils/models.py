@@ -61,6 +61,8 @@ class ModelPreset:
     recommended_hardware: str
     default_rank: int
     notes: str = ""
+    #: ρ, the share of V′ each atom keeps (the paper's 0.01 unless measured otherwise for the preset)
+    default_sparsity: float = 0.01
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -82,8 +84,9 @@ PRESETS: dict[str, ModelPreset] = {
             gated=False,
             offline=True,
             recommended_hardware="any CPU (2 cores, 4 GB RAM is enough)",
-            default_rank=100,
+            default_rank=200,  # K and ρ chosen in chapter 2 from results/gemma-3-270m/*/factorization_seeds.csv
             notes="Default. Offline from PyPI (GGUF Q4_K_M dequantized to float32).",
+            default_sparsity=0.005,
         ),
         ModelPreset(
             name="google/gemma-3-270m-it",
@@ -97,7 +100,8 @@ PRESETS: dict[str, ModelPreset] = {
             gated=False,
             offline=False,
             recommended_hardware="CPU or any Colab GPU",
-            default_rank=100,
+            default_rank=200,  # same vocabulary and width as the base 270M model
+            default_sparsity=0.005,
             notes="Instruction-tuned 270M from the Hugging Face Hub.",
         ),
         ModelPreset(
@@ -165,7 +169,8 @@ def preset_table() -> "Any":
         row["load_gb"] = round(estimate_memory_gb(p), 2)
         rows.append(row)
     cols = ["name", "hf_id", "n_params_b", "dtype", "weights_gb", "load_gb", "recommended_hardware",
-            "default_rank", "gated", "offline", "d_model", "n_layers", "vocab_size", "tied_embeddings", "notes"]
+            "default_rank", "default_sparsity", "gated", "offline", "d_model", "n_layers", "vocab_size",
+            "tied_embeddings", "notes"]
     return pd.DataFrame(rows)[cols]
 
 

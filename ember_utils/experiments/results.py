@@ -15,7 +15,8 @@ import pandas as pd
 from ..io import atomic_write_json
 from ..paths import results_dir
 
-__all__ = ["load_result_table", "load_result_json", "write_config", "collect_ember_results", "RUNNER_COMMAND"]
+__all__ = ["load_result_table", "load_result_json", "write_config", "collect_ember_results", "grid_summary",
+           "RUNNER_COMMAND"]
 
 RUNNER_COMMAND = "python -m ember_utils.experiments.runner"
 
@@ -66,3 +67,32 @@ def collect_ember_results(model_name: str = "gemma-3-270m", root: str | Path | N
     if not rows:
         print(f"No EMBER results under {base} yet: run `{RUNNER_COMMAND} ember --concept ...`.")
     return pd.DataFrame(rows)
+
+
+def grid_summary(model_name: str = "gemma-3-270m", filename: str = "factorization_seeds.csv",
+                 root: str | Path | None = None) -> pd.DataFrame:
+    """Per (K, ρ) over every concept's committed ``filename`` (runner ``factorization-grid --seeds ...``): fits,
+    fits where the rule selected an atom, concepts with at least one such fit, median best-atom ratio and tokens
+    per atom. Empty when no grid has been run."""
+    tables = []
+    for path in sorted(results_dir(model_name, None, root).glob(f"*/{filename}")):
+        t = pd.read_csv(path)
+        t["concept"] = path.parent.name
+        tables.append(t)
+    if not tables:
+        print(f"No {filename} under {results_dir(model_name, None, root)} yet: run `{RUNNER_COMMAND} "
+              "factorization-grid --concept ... --seeds ...`.")
+        return pd.DataFrame()
+    t = pd.concat(tables, ignore_index=True)
+    with_atom = t["n_selected"] > 0
+    g = t.assign(with_atom=with_atom).groupby(["n_atoms", "sparsity"])
+    out = pd.DataFrame({
+        "fits": g.size(),
+        "fits_with_atom": g["with_atom"].sum().astype(int),
+        "concepts_with_atom": g.apply(lambda d: d.loc[d["with_atom"], "concept"].nunique()),
+        "concepts": g["concept"].nunique(),
+        "median_top_ratio": g["top_ratio"].median(),
+    })
+    if "tokens_per_atom" in t:
+        out["tokens_per_atom"] = g["tokens_per_atom"].first()
+    return out.reset_index()

@@ -29,8 +29,10 @@ __all__ = ["run_factorization_grid", "run_ember", "main"]
 
 def run_factorization_grid(concept: str, ks: Sequence[int] = (25, 50, 100, 200),
                            sparsities: Sequence[float] = (0.005, 0.01, 0.02), model_name: str = "gemma-3-270m",
-                           seed: int = 0, root: str | Path | None = None, model: Any = None) -> pd.DataFrame:
-    """Fit every (K, ρ) on the concept's V′ and record error, time and atom-selection statistics."""
+                           seeds: Sequence[int] = (0,), root: str | Path | None = None, model: Any = None,
+                           filename: str = "factorization_grid") -> pd.DataFrame:
+    """Fit every (K, ρ, seed) on the concept's V′ and record error, time and atom-selection statistics into
+    ``<filename>.csv`` (and its config)."""
     import torch
 
     from ..data import load_common, load_concept
@@ -40,26 +42,25 @@ def run_factorization_grid(concept: str, ks: Sequence[int] = (25, 50, 100, 200),
     model = model or load_model(model_name)
     c, common = load_concept(concept), load_common()
     rows = []
-    for K in ks:
-        for rho in sparsities:
-            t0 = time.perf_counter()
-            atoms = fit_concept_atoms(model, c.sentences, common.neutral_texts("train"), concept, n_atoms=K,
-                                      sparsity=rho, seed=seed, describe_top=1)
-            fac = atoms.factorization
-            top = atoms.selection.iloc[0]
-            edit = atoms.edit() if atoms.selected_atoms else None
-            rows.append({"n_atoms": K, "sparsity": rho, "reconstruction_error": fac.reconstruction_error_,
-                         "n_iter": fac.n_iter_, "best_iter": fac.best_iter_, "seconds": time.perf_counter() - t0,
-                         "top_atom": int(top.atom), "top_ratio": float(top.ratio), "top_purity": float(top.purity),
-                         "n_selected": len(atoms.selected_atoms), "n_edit_tokens": len(edit) if edit else 0,
-                         "top_tokens": " | ".join(atoms.descriptions[int(top.atom)]["top_tokens"][:8])})
-            print(rows[-1], flush=True)
+    for K, rho, seed in [(K, rho, seed) for K in ks for rho in sparsities for seed in seeds]:
+        t0 = time.perf_counter()
+        atoms = fit_concept_atoms(model, c.sentences, common.neutral_texts("train"), concept, n_atoms=K,
+                                  sparsity=rho, seed=seed, describe_top=1)
+        fac = atoms.factorization
+        top = atoms.selection.iloc[0]
+        edit = atoms.edit() if atoms.selected_atoms else None
+        rows.append({"n_atoms": K, "sparsity": rho, "seed": seed, "reconstruction_error": fac.reconstruction_error_,
+                     "n_iter": fac.n_iter_, "best_iter": fac.best_iter_, "seconds": time.perf_counter() - t0,
+                     "top_atom": int(top.atom), "top_ratio": float(top.ratio), "top_purity": float(top.purity),
+                     "n_selected": len(atoms.selected_atoms), "n_edit_tokens": len(edit) if edit else 0,
+                     "tokens_per_atom": fac.n_nonzero_per_atom_,
+                     "top_tokens": " | ".join(atoms.descriptions[int(top.atom)]["top_tokens"][:8])})
+        print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     folder = results_dir(model_name, concept, root)
-    atomic_write_text(folder / "factorization_grid.csv", table.to_csv(index=False))
-    write_config(folder, "factorization_grid", {"concept": concept, "ks": list(ks), "sparsities": list(sparsities),
-                                                 "seed": seed, "model": model_name,
-                                                 "torch_threads": torch.get_num_threads()})
+    atomic_write_text(folder / f"{filename}.csv", table.to_csv(index=False))
+    write_config(folder, filename, {"concept": concept, "ks": list(ks), "sparsities": list(sparsities),
+                                    "seeds": list(seeds), "model": model_name, "torch_threads": torch.get_num_threads()})
     return table
 
 
@@ -123,11 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ember_utils.experiments.runner", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("factorization-grid", help="K × ρ grid of factorizations for one concept")
-    g.add_argument("--concept", default="harry_potter")
+    g = sub.add_parser("factorization-grid", help="K × ρ × seed grid of factorizations per concept")
+    g.add_argument("--concept", nargs="+", default=["harry_potter"])
     g.add_argument("--ks", type=int, nargs="+", default=[25, 50, 100, 200])
     g.add_argument("--sparsities", type=float, nargs="+", default=[0.005, 0.01, 0.02])
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seeds", type=int, nargs="+", default=[0])
+    g.add_argument("--name", default="factorization_grid", help="output file name (without .csv)")
     g.add_argument("--model", default="gemma-3-270m")
     e = sub.add_parser("ember", help="EMBER pipeline (atoms, δ sweep, test) per concept and seed")
     e.add_argument("--concept", nargs="+", default=["harry_potter"])
@@ -135,12 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--model", default="gemma-3-270m")
     e.add_argument("--fast", action="store_true")
     args = parser.parse_args(argv)
-    if args.command == "factorization-grid":
-        print(run_factorization_grid(args.concept, args.ks, args.sparsities, args.model, args.seed).to_string())
-    else:
-        from ..models import load_model
+    from ..models import load_model
 
-        model = load_model(args.model)
+    model = load_model(args.model)
+    if args.command == "factorization-grid":
+        for concept in args.concept:
+            print(run_factorization_grid(concept, args.ks, args.sparsities, args.model, args.seeds, model=model,
+                                         filename=args.name).to_string())
+    else:
         baselines: dict = {}
         for concept in args.concept:
             for seed in args.seeds:

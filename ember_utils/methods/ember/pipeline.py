@@ -126,16 +126,19 @@ class ConceptAtoms:
 
 
 def fit_concept_atoms(model: Any, concept_texts: Sequence[str], neutral_texts: Sequence[str], concept: str = "",
-                      n_atoms: int | None = None, sparsity: float = 0.01, rule: Any = None, seed: int = 0,
+                      n_atoms: int | None = None, sparsity: float | None = None, rule: Any = None, seed: int = 0,
                       max_iter: int = 20000, patience: int = 500, tol: float = 1e-4,
                       cache_dir: str | Path | None = None, describe_top: int = 25) -> ConceptAtoms:
     """Run the EMBER atom pipeline on a model's raw input embeddings (before √d_model scaling).
 
-    ``n_atoms`` defaults to the preset's ``default_rank``; ``rule`` to :class:`PermutationRule`.
+    ``n_atoms`` and ``sparsity`` default to the preset's ``default_rank`` and ``default_sparsity`` (100 and 0.01
+    for a model without a preset); ``rule`` to :class:`PermutationRule`.
     """
+    preset = getattr(model, "ember_preset", None)
     if n_atoms is None:
-        preset = getattr(model, "ember_preset", None)
         n_atoms = preset.default_rank if preset is not None else 100
+    if sparsity is None:
+        sparsity = preset.default_sparsity if preset is not None else 0.01
     vocab = build_vocab_slice(model.tokenizer, concept_texts, neutral_texts)
     if n_atoms > len(vocab):
         raise ValueError(f"n_atoms={n_atoms} exceeds the {len(vocab)} tokens of V′; use fewer atoms or more text.")

@@ -17,3 +17,21 @@ def test_collect_ember_results_reads_runner_output(tmp_path):
     assert len(table) == 1  # the run's config file is not a run
     assert table.loc[0, "concept_acc_after"] == 0.3 and table.loc[0, "selected_atoms"] == 2
     assert results_dir("meta-llama/Llama-3.1-8B-Instruct", None, tmp_path).name == "meta-llama__Llama-3.1-8B-Instruct"
+
+
+def test_grid_summary_counts_fits_with_an_atom(tmp_path):
+    import pandas as pd
+
+    from ember_utils.experiments.results import grid_summary
+
+    for concept, selected in (("a", [1, 0, 0, 2]), ("b", [0, 0, 0, 1])):
+        folder = tmp_path / "gemma-3-270m" / concept
+        folder.mkdir(parents=True)
+        pd.DataFrame({"n_atoms": [100, 100, 200, 200], "sparsity": [0.01] * 4, "seed": [0, 1, 0, 1],
+                      "n_selected": selected, "top_ratio": [5.0, 3.0, 20.0, 30.0],
+                      "tokens_per_atom": [50, 50, 50, 50]}).to_csv(folder / "factorization_seeds.csv", index=False)
+    s = grid_summary("gemma-3-270m", root=tmp_path).set_index("n_atoms")
+    assert s.loc[100, "fits"] == 4 and s.loc[100, "fits_with_atom"] == 1 and s.loc[100, "concepts_with_atom"] == 1
+    assert s.loc[200, "fits_with_atom"] == 2 and s.loc[200, "concepts_with_atom"] == 2
+    assert s.loc[200, "median_top_ratio"] == 25.0
+    assert grid_summary("gemma-3-270m", root=tmp_path / "none").empty
