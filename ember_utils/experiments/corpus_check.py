@@ -35,6 +35,7 @@ def selected_atom_tokens(model: Any, concept_texts: Sequence[str], neutral_texts
     sel = atoms.selection.set_index("atom")
     edit = atoms.edit() if selected else None
     return {
+        "n_atoms": int(atoms.factorization.atoms_.shape[0]), "sparsity": float(atoms.factorization.sparsity),
         "n_neutral_sentences": len(neutral_texts),
         "vocab_labels": {k: int(v) for k, v in atoms.vocab.summary().items()},
         "selection_rule": atoms.rule.describe(),
