@@ -4,12 +4,12 @@ Nothing here computes a result: it reads the experiment runner's files and plots
 optional (a missing file shrinks the figure; with none at all the figure says so):
 
 * ``results/<model>/baselines.csv`` — one row per concept with the unedited model's test accuracies
-  (``python -m ember_utils.baselines``: columns ``concept`` and any of ``acc_mc_test``, ``acc_similar_test``,
+  (``python -m ember_utils.experiments.baselines``: columns ``concept`` and any of ``acc_mc_test``, ``acc_similar_test``,
   ``acc_general_test``; the names ``acc_concept``/``acc_similar``/``acc_general`` and ``mc_test_acc``/... are
   accepted too). Optional ``name`` (display name) and ``usable`` (the concept clears the accuracy bar
   for erasure experiments) columns label the bars.
 * ``results/<model>/<concept>/<method>_seed<k>.json`` — one record per erasure run, as written by
-  :func:`ember_utils.runner.run_ember` (``test_unedited`` and ``test_edited`` metric dicts with
+  :func:`ember_utils.experiments.runner.run_ember` (``test_unedited`` and ``test_edited`` metric dicts with
   ``acc_concept``, ``acc_similar``, ``acc_general``, ...). The method label comes from the record's
   ``method`` field, else from the file name (``ember_seed0.json`` → EMBER, ``elm_ember_seed0.json`` →
   ELM+EMBER). ``test_edited: null`` (no δ passed the gates) means the model was left unedited.
@@ -170,7 +170,7 @@ def results_summary(results_root: str | Path, model: str | None = None) -> Resul
         ax = fig.add_subplot()
         ax.axis("off")
         ax.text(0.5, 0.5, "No results committed under results/ yet.\n"
-                "Run `python -m ember_utils.runner ...` and commit its output.",
+                "Run `python -m ember_utils.experiments.runner ...` and commit its output.",
                 ha="center", va="center", fontsize=11)
         caption = ("**No results yet.** This figure summarises the committed result grids under `results/`; "
                    "none were found when the book was built.")
