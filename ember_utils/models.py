@@ -253,18 +253,27 @@ def _check_memory(preset: ModelPreset, device: torch.device, dtype: str) -> None
         )
 
 
+def embeddings_tied(hf_model: torch.nn.Module) -> bool:
+    """True when the input embedding and the output head share their weight (an edit of one changes both)."""
+    out = hf_model.get_output_embeddings()
+    if out is None:
+        return False
+    inp = hf_model.get_input_embeddings()
+    return out.weight is inp.weight or out.weight.data_ptr() == inp.weight.data_ptr()
+
+
 def untie_embeddings(hf_model: torch.nn.Module) -> bool:
     """Give the output head its own copy of a tied embedding matrix. Returns True if it was tied.
 
     After this, editing the input embedding leaves the unembedding bit-identical.
     """
     inp = hf_model.get_input_embeddings()
-    out = hf_model.get_output_embeddings()
-    if out is None:
+    if hf_model.get_output_embeddings() is None:
         raise ModelLoadError(f"{type(hf_model).__name__} has no output embeddings to untie.")
-    tied = out.weight is inp.weight or out.weight.data_ptr() == inp.weight.data_ptr()
+    tied = embeddings_tied(hf_model)
     if tied:
-        out.weight = torch.nn.Parameter(inp.weight.detach().clone(), requires_grad=inp.weight.requires_grad)
+        hf_model.get_output_embeddings().weight = torch.nn.Parameter(inp.weight.detach().clone(),
+                                                              requires_grad=inp.weight.requires_grad)
     text_cfg = hf_model.config.get_text_config()
     for cfg in {id(hf_model.config): hf_model.config, id(text_cfg): text_cfg}.values():
         cfg.tie_word_embeddings = False

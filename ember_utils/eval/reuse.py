@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ._hf import _head
+from ..models import embeddings_tied
 from .measurements import EvalResult, Measurements
 
 __all__ = ["ReusePlan", "plan_reuse", "touched"]
@@ -46,10 +46,9 @@ def plan_reuse(hf: Any, state: Any, reference: EvalResult, known: list[EvalResul
     ids = state.touched_tokens_since(reference.state)
     if ids is None:
         return None
-    w_in = hf.get_input_embeddings().weight
-    if w_in.data_ptr() == _head(hf).weight.data_ptr():
+    if embeddings_tied(hf):
         return None
-    n_vocab = w_in.shape[0]
+    n_vocab = hf.get_input_embeddings().weight.shape[0]
     bad = sorted(i for i in ids if not 0 <= i < n_vocab)
     if bad:
         raise ValueError(f"The state touches token ids outside the vocabulary [0, {n_vocab}): {bad[:5]}.")
