@@ -75,8 +75,8 @@ class Evaluator:
         model: the TransformerBridge (or HF causal LM + ``tokenizer``) that the states modify in place.
         concept: a :class:`~ember_utils.data.ConceptData` or a concept slug.
         common: :class:`~ember_utils.data.CommonData` (loaded from ``data/`` when ``None``).
-        split: question split for concept / similar-domain / general MC and coherence prompts
-            ('train' for choosing δ, 'test' for reporting). Open questions have no split: all are used.
+        split: question split for concept / similar-domain / general MC, open questions and coherence prompts
+            ('train' for choosing δ, 'test' for reporting).
         fast: smoke-test mode: seeded random subsets of the sizes in ``profiles.FAST.eval_limits`` and shorter
             generations. Numbers are noisy; use only to check that a notebook runs.
         base_state: puts the model into its *unedited* state (``None``: the model as it is). Use a
@@ -98,7 +98,7 @@ class Evaluator:
 
         ev = Evaluator(bridge, "harry_potter", split="train")
         for delta in grid:
-            res = ev.evaluate(edit.applied(delta), name=f"delta={delta}")  # any context manager
+            res = ev.evaluate(edit.with_delta(delta), name=f"delta={delta}")  # any ModelState
         ev.table()   # one row per state, baseline first
     """
 
@@ -141,7 +141,10 @@ class Evaluator:
         for k, q in self.questions.items():
             if len(q) == 0:
                 raise ValueError(f"No {k} MC questions in split {split!r} for concept {c.slug!r}.")
-        self.open_questions = _subsample(c.open, lim.get("open"), seed)
+        self.open_questions = _subsample(c.split("open", split), lim.get("open"), seed)
+        if measure_open and len(self.open_questions) == 0:
+            raise ValueError(f"No open questions in split {split!r} for concept {c.slug!r} (or pass "
+                             "measure_open=False).")
         self.neutral_texts = list(_subsample(_data.select_split(m.neutral, neutral_split), lim.get("neutral"), seed)["text"])
         self.prompts = _subsample(_data.select_split(m.coherence_prompts, split), lim.get("coherence_prompts"), seed)
         if not self.neutral_texts or len(self.prompts) == 0:
@@ -370,11 +373,11 @@ class Evaluator:
             ctx = state.applied_to(self.model)
         else:
             ctx = _enter(state)  # validate the state before the (possibly long) baseline computation
+        if reference is not None and not reuse:
+            raise ValueError("reference= only applies with reuse=True.")
         base = self.baseline
         ref = reference if reference is not None else base
         plan = plan_reuse(self.hf, state, ref, [base, *self.results]) if reuse else None
-        if reference is not None and not reuse:
-            raise ValueError("reference= only applies with reuse=True.")
         name = name or f"state-{len(self.results) + 1}"
         with ctx:
             meas, p_ids, g_ids = self._measure_state(plan)

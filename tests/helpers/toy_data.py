@@ -24,7 +24,6 @@ TOY_QUESTIONS = [
 ]
 
 
-
 def toy_frame(rows=TOY_QUESTIONS, prefix="q", split="test") -> pd.DataFrame:
     return pd.DataFrame([{"id": f"{prefix}{i}", "split": split, "question": q, "options": o, "answer": a}
                          for i, (q, o, a) in enumerate(rows)])
@@ -67,7 +66,8 @@ def toy_concept_and_common(bridge) -> tuple[ConceptData, CommonData]:
     concept = ConceptData(
         slug="toy", root=Path("."), meta={"name": "Toy", "slug": "toy", "similar_domain": "Other", "description": "d"},
         sentences=["Harry Potter is a wizard."], mc=mc, similar_mc=sim,
-        open=pd.DataFrame({"id": ["o1", "o2"], "question": ["Who is a wizard?", "Capital of France?"],
+        open=pd.DataFrame({"id": ["o1", "o2"], "subtopic": ["x", "x"], "split": ["test", "test"],
+                           "question": ["Who is a wizard?", "Capital of France?"],
                            "answers": [["Harry Potter"], ["Paris"]]}),
         relearn=pd.DataFrame({"id": ["r1"], "text": ["Some text."]}))
     common = CommonData(

@@ -262,3 +262,13 @@ def test_real_evaluator_fast_smoke(real_bridge):
     res = ev.evaluate(noise_edit(real_bridge, ids, scale=0.5), name="noise")
     assert 0.0 <= res.metrics["coherence"] <= 1.0
     assert res.metrics["efficacy"] >= 0.0
+
+
+def test_evaluator_open_questions_follow_the_split(tiny_bridge):
+    concept, common = toy_concept_and_common(tiny_bridge)
+    mixed = dataclasses.replace(concept, open=concept.open.assign(split=["train", "test"]))
+    assert list(E.Evaluator(tiny_bridge, mixed, common, split="test").open_questions["id"]) == ["o2"]
+    train_only = dataclasses.replace(concept, open=concept.open.assign(split="train"))
+    with pytest.raises(ValueError, match="No open questions in split 'test'"):
+        E.Evaluator(tiny_bridge, train_only, common, split="test")
+    assert len(E.Evaluator(tiny_bridge, train_only, common, split="test", measure_open=False).open_questions) == 0
