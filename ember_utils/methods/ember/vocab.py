@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 __all__ = ["CONCEPT", "NEUTRAL", "SHARED", "VocabSlice", "build_vocab_slice", "count_tokens", "is_generic_token"]
 
@@ -80,8 +81,6 @@ def count_tokens(tokenizer: Any, texts: Iterable[str], where: str = "corpus") ->
 def is_generic_token(token: str) -> bool:
     """True for tokens that can never be concept-specific: whitespace, punctuation, symbols and numbers (no
     letter at all), and English function words (scikit-learn's stop-word list, e.g. ' the', ' thereby', ' etc')."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
     core = token.strip().strip("▁Ġ").strip()
     if not any(ch.isalpha() for ch in core):
         return True
