@@ -73,6 +73,8 @@ MIN_COUNTS: dict[str, int] = {
     "general_mc": 200,
     "general_subjects": 10,
     "coherence_prompts": 50,
+    "prompts": 40,
+    "prompts_with_name": 32,
 }
 
 # field name -> (python type(s), description) ; "str" fields must be non-empty after strip().
@@ -93,17 +95,19 @@ _SCHEMAS: dict[str, dict[str, str]] = {
     "neutral.jsonl": {"id": _STR, "topic": _STR, "register": _STR, "split": _STR, "text": _STR},
     "general_mc.jsonl": {"id": _STR, "subject": _STR, "split": _STR, "question": _STR, "options": _LIST, "answer": _INT},
     "coherence_prompts.jsonl": {"id": _STR, "split": _STR, "prompt": _STR},
+    "prompts.jsonl": {"id": _STR, "subtopic": _STR, "split": _STR, "prompt": _STR},
 }
 _META_FIELDS = {"name": _STR, "slug": _STR, "similar_domain": _STR, "description": _STR, "prefix": _STR,
                 "names": _LIST}
 
 #: Files every concept folder must contain (``DATACARD.md`` is documentation, checked by the tests).
 CONCEPT_FILES = ("meta.json", "sentences.jsonl", "mc.jsonl", "similar_mc.jsonl", "indirect_mc.jsonl", "open.jsonl",
-                 "collateral.jsonl", "relearn.jsonl")
+                 "collateral.jsonl", "prompts.jsonl", "relearn.jsonl")
 #: Optional per concept: reviewed answer words that may appear in relearning text (word -> reason).
 LEAK_ALLOWLIST = "leak_allowlist.json"
 #: Tables of a :class:`ConceptData` that :meth:`ConceptData.split` can select from.
-CONCEPT_TABLES = ("mc", "similar_mc", "indirect_mc", "open", "collateral_sentences", "collateral_mc", "relearn")
+CONCEPT_TABLES = ("mc", "similar_mc", "indirect_mc", "open", "collateral_sentences", "collateral_mc", "prompts",
+                  "relearn")
 COMMON_FILES = ("neutral.jsonl", "general_mc.jsonl", "coherence_prompts.jsonl")
 _COMMON_DIR = "common"
 
@@ -324,11 +328,14 @@ class ConceptData:
     collateral_sentences: pd.DataFrame = None  # type: ignore[assignment]
     collateral_mc: pd.DataFrame = None  # type: ignore[assignment]
     leak_allowlist: dict[str, str] = None  # type: ignore[assignment]
+    #: seamlessness prompts: openings about the concept that the model continues (``prompts.jsonl``)
+    prompts: pd.DataFrame = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:  # tables a hand-built ConceptData (tests, small demos) may leave out
         empty_mc = pd.DataFrame(columns=list(_MC_FIELDS) + ["line", "answer_text"])
         for name, default in (("indirect_mc", empty_mc), ("collateral_mc", empty_mc.assign(word=[], kind=[])),
                               ("collateral_sentences", pd.DataFrame(columns=list(_COLLATERAL_FIELDS["sentence"]))),
+                              ("prompts", pd.DataFrame(columns=list(_SCHEMAS["prompts.jsonl"]))),
                               ("leak_allowlist", {})):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
@@ -359,7 +366,8 @@ class ConceptData:
     def __repr__(self) -> str:  # keep notebook output short
         return (f"ConceptData({self.slug!r}, name={self.name!r}, sentences={len(self.sentences)}, mc={len(self.mc)}, "
                 f"similar_mc={len(self.similar_mc)}, indirect_mc={len(self.indirect_mc)}, open={len(self.open)}, "
-                f"collateral={len(self.collateral_sentences)}+{len(self.collateral_mc)}, relearn={len(self.relearn)})")
+                f"collateral={len(self.collateral_sentences)}+{len(self.collateral_mc)}, prompts={len(self.prompts)}, "
+                f"relearn={len(self.relearn)})")
 
 
 def load_concept(slug: str, root: str | Path | None = None) -> ConceptData:
@@ -373,7 +381,7 @@ def load_concept(slug: str, root: str | Path | None = None) -> ConceptData:
         raise FileNotFoundError(f"Unknown concept {slug!r}: no folder {folder}. Available: {list_concepts(base)}")
     meta = _read_meta(folder / "meta.json", slug)
     tables = {name: read_jsonl(folder / f"{name}.jsonl") for name in
-              ("sentences", "mc", "similar_mc", "indirect_mc", "open", "collateral", "relearn")}
+              ("sentences", "mc", "similar_mc", "indirect_mc", "open", "collateral", "prompts", "relearn")}
     _check_cross_file_ids(folder, tables)
     collateral = {kind: [(i, r) for i, r in tables["collateral"] if r["kind"] == kind] for kind in COLLATERAL_KINDS}
     return ConceptData(
@@ -388,6 +396,7 @@ def load_concept(slug: str, root: str | Path | None = None) -> ConceptData:
         indirect_mc=_frame(tables["indirect_mc"], _MC_FIELDS),
         collateral_sentences=_frame(collateral["sentence"], _COLLATERAL_FIELDS["sentence"]),
         collateral_mc=_frame(collateral["mc"], _COLLATERAL_FIELDS["mc"]),
+        prompts=_frame(tables["prompts"], _SCHEMAS["prompts.jsonl"]),
         leak_allowlist=_read_allowlist(folder / LEAK_ALLOWLIST),
     )
 

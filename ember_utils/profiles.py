@@ -23,12 +23,14 @@ class RunProfile:
             generation lengths ``gen_max_new_tokens`` / ``open_max_new_tokens`` (upper bounds).
         factorization: keyword arguments that cap the sparse factorization (e.g. ``max_iter``).
         delta_grid: the δ grid, or ``None`` for the method's full grid.
+        delta_extensions: how many δ the sweep may add beyond an end of the grid when the choice lands there.
     """
 
     name: str
     eval_limits: Mapping[str, int] = field(default_factory=dict)
     factorization: Mapping[str, Any] = field(default_factory=dict)
     delta_grid: tuple[float, ...] | None = None
+    delta_extensions: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eval_limits", MappingProxyType(dict(self.eval_limits)))
@@ -40,16 +42,22 @@ FAST = RunProfile(
     "fast",
     eval_limits={
         "mc": 16,                  # concept MC questions
+        "indirect_mc": 8,          # the concept's facts without its names
+        "collateral_mc": 8,        # other-sense MC questions
+        "collateral_sentences": 16,  # other-sense sentences (perplexity)
+        "prompts": 4,              # seamlessness prompts (concept openings)
         "similar_mc": 8,           # similar-domain MC questions
         "general_mc": 16,          # general-knowledge MC questions
         "open": 8,                 # open questions
         "neutral": 48,             # held-out neutral sentences for perplexity
         "coherence_prompts": 4,    # coherence prompts
         "gen_max_new_tokens": 16,  # tokens generated per coherence prompt
+        "seamless_max_new_tokens": 16,  # tokens generated per seamlessness prompt
         "open_max_new_tokens": 8,  # tokens generated per open answer
     },
     factorization={"max_iter": 60, "patience": 20},
     delta_grid=(1.0, 10.0, 100.0),
+    delta_extensions=0,
 )
 
 

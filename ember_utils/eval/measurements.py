@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from .likelihood import _token_perplexity
 from .mc import mc_accuracy
 
 
@@ -14,7 +15,7 @@ class Measurements:
     """Raw measurements of one model state (before normalization against the unedited model)."""
 
     name: str
-    mc: pd.DataFrame           # score_mc rows + column 'set' (concept / similar / general)
+    mc: pd.DataFrame           # score_mc rows + column 'set' (concept / similar / general / indirect / other_sense)
     open: pd.DataFrame         # score_open rows
     perplexity: float          # held-out neutral perplexity
     generations: pd.DataFrame  # id, prompt, generation, n_tokens, token_ids, base_logprob (mean per token, unedited)
@@ -23,6 +24,10 @@ class Measurements:
     #: items actually run through the model per part ('concept', 'similar', 'general', 'open', 'neutral',
     #: 'generations'); fewer than the part's size when unaffected items were reused (Evaluator.evaluate).
     remeasured: dict[str, int] = field(default_factory=dict)
+    collateral: pd.DataFrame | None = None  # text_logprobs rows of the other-sense sentences
+    #: seamlessness continuations of the concept prompts: id, prompt, generation, n_tokens, token_ids,
+    #: fluency, repetition, word_share (``eval.seamlessness``)
+    seamless: pd.DataFrame | None = None
 
     def accuracy(self, which: str) -> float:
         return mc_accuracy(self.mc[self.mc["set"] == which])
@@ -33,9 +38,16 @@ class Measurements:
         return float(self.generations["base_logprob"].mean())
 
     def raw(self) -> dict[str, float]:
-        return {"concept": self.accuracy("concept"), "similar": self.accuracy("similar"),
-                "general": self.accuracy("general"), "open": mc_accuracy(self.open),
-                "perplexity": self.perplexity, "fluency": self.fluency}
+        """Accuracies per MC set, open accuracy, perplexities and fluencies (the keys of
+        :func:`~ember_utils.eval.metrics.compute_metrics`); optional parts only when measured."""
+        out = {which: self.accuracy(which) for which in self.mc["set"].unique()}
+        out.update(open=mc_accuracy(self.open), perplexity=self.perplexity, fluency=self.fluency)
+        if self.collateral is not None:
+            out["other_sense_perplexity"] = _token_perplexity(self.collateral)
+        if self.seamless is not None:
+            for col in ("fluency", "repetition", "word_share"):
+                out[f"seamless_{col}"] = float(self.seamless[col].mean())
+        return out
 
 
 @dataclass

@@ -1,12 +1,15 @@
 """The erasure metrics, from raw accuracies, perplexities and fluencies of a state and of the unedited model.
 
 * normalized accuracy = clip((acc − 0.25) / (acc_base − 0.25), 0, 1); NaN when acc_base ≤ chance.
-* efficacy = 1 − normalized concept accuracy.
-* specificity = harmonic mean(normalized general accuracy, normalized similar-domain accuracy).
-* coherence = harmonic mean(ppl_term, fluency_term): ppl_term = min(1, ppl_base / ppl) on held-out neutral
-  sentences; fluency_term = min(1, exp(f − f_base)), f the mean per-token log-likelihood that the *unedited*
-  model gives the state's greedy generations on the coherence prompts (f_base: its own generations). Both
-  are perplexity ratios capped at 1.
+* efficacy = 1 − normalized concept accuracy; ``efficacy_indirect`` the same on the indirect questions
+  (the concept's facts asked without its names), reported next to it but not part of the score.
+* specificity = harmonic mean of the normalized general, similar-domain and other-sense MC accuracies and
+  ``other_sense_text_term`` = min(1, ppl_base / ppl) on the other-sense sentences (the concept's words used
+  in other senses), each term present when measured.
+* coherence = harmonic mean(ppl_term, fluency_term, seamlessness): ppl_term = min(1, ppl_base / ppl) on
+  held-out neutral sentences; fluency_term = min(1, exp(f − f_base)), f the mean per-token log-likelihood
+  that the *unedited* model gives the state's greedy generations on the neutral coherence prompts;
+  seamlessness (``eval.seamlessness``) on continuations of concept prompts, when measured.
 * score = harmonic mean(efficacy, specificity, coherence) (0 if any term is 0).
 * selection score: the score, or 0 when specificity or coherence falls below :data:`GATE` × the unedited
   model's value.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 CHANCE = 0.25
 
@@ -59,25 +63,51 @@ def coherence_terms(ppl: float, ppl_base: float, fluency: float, fluency_base: f
 
 
 def compute_metrics(acc: dict[str, float], base: dict[str, float], chance: float = CHANCE) -> dict[str, float]:
-    """EMBER metrics from raw measurements.
+    """Erasure metrics from raw measurements of a state (``acc``) and of the unedited model (``base``).
 
-    ``acc`` and ``base`` are dicts with ``concept``, ``similar``, ``general`` (MC accuracies), ``perplexity``
-    and ``fluency`` (mean token log-likelihood of generations under the unedited model) for the evaluated
-    and the unedited model.
+    Required keys: ``concept``, ``similar``, ``general`` (MC accuracies), ``perplexity`` and ``fluency``.
+    Optional (used when present in both): ``indirect`` and ``other_sense`` (MC accuracies),
+    ``other_sense_perplexity``, and ``seamless_fluency`` / ``seamless_repetition`` / ``seamless_word_share``.
+    ``specificity_terms`` / ``coherence_terms`` name the terms that entered.
     """
-    norm = {k: normalized_accuracy(acc[k], base[k], chance) for k in ("concept", "similar", "general")}
-    efficacy = 1.0 - norm["concept"]
-    specificity = harmonic_mean(norm["general"], norm["similar"])
+    from .seamlessness import seamlessness_terms
+
+    def has(key: str) -> bool:
+        return key in acc and key in base
+
+    out: dict[str, Any] = {}
+    mc_sets = ["concept", "similar", "general"] + [k for k in ("indirect", "other_sense") if has(k)]
+    norm = {k: normalized_accuracy(acc[k], base[k], chance) for k in mc_sets}
+    out.update({f"norm_{k}": v for k, v in norm.items()})
+    out["efficacy"] = 1.0 - norm["concept"]
+    if "indirect" in norm:
+        out["efficacy_indirect"] = 1.0 - norm["indirect"]
+    spec = {"general": norm["general"], "similar": norm["similar"]}
+    if "other_sense" in norm:
+        spec["other_sense"] = norm["other_sense"]
+    if has("other_sense_perplexity"):
+        out["other_sense_text_term"] = spec["other_sense_text"] = _ppl_term(acc["other_sense_perplexity"],
+                                                                          base["other_sense_perplexity"])
+    out["specificity"] = harmonic_mean(*spec.values())
+    out["specificity_terms"] = "+".join(spec)
     coh = coherence_terms(acc["perplexity"], base["perplexity"], acc["fluency"], base["fluency"])
-    return {
-        "norm_concept": norm["concept"],
-        "norm_similar": norm["similar"],
-        "norm_general": norm["general"],
-        "efficacy": efficacy,
-        "specificity": specificity,
-        **coh,
-        "score": harmonic_mean(efficacy, specificity, coh["coherence"]),
-    }
+    terms = {"perplexity": coh["ppl_term"], "fluency": coh["fluency_term"]}
+    out.update(ppl_term=coh["ppl_term"], fluency_term=coh["fluency_term"])
+    seam_keys = ("seamless_fluency", "seamless_repetition", "seamless_word_share")
+    if all(has(k) for k in seam_keys):
+        seam = seamlessness_terms(*(acc[k] for k in seam_keys), *(base[k] for k in seam_keys))
+        out.update(seam)
+        terms["seamlessness"] = seam["seamlessness"]
+    out["coherence"] = harmonic_mean(*terms.values())
+    out["coherence_terms"] = "+".join(terms)
+    out["score"] = harmonic_mean(out["efficacy"], out["specificity"], out["coherence"])
+    return out
+
+
+def _ppl_term(ppl: float, ppl_base: float) -> float:
+    if not (ppl > 0 and ppl_base > 0):
+        raise ValueError(f"perplexities must be positive numbers, got {ppl} and {ppl_base}.")
+    return min(1.0, ppl_base / ppl)
 
 
 #: A δ (or any erasure setting) is rejected when specificity or coherence falls below GATE × the unedited model's.

@@ -81,6 +81,14 @@ def score_open(model: Any, questions: Any, *, tokenizer: Any = None, prompt_temp
     prompts = [prompt_template.format(question=q) for q in df["question"]]
     _, new_ids = generate_greedy(hf, prompts, tokenizer=tok, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                  progress=progress)
+    return open_answers(df, new_ids, tok)
+
+
+def open_answers(questions: pd.DataFrame, new_ids: Sequence[Sequence[int]], tokenizer: Any) -> pd.DataFrame:
+    """The table of :func:`score_open` from generated answer ids (one list per question, in order)."""
+    df, tok = questions, tokenizer
+    if len(new_ids) != len(df):
+        raise ValueError(f"{len(new_ids)} generations for {len(df)} open questions.")
     gens = [tok.decode(ids, skip_special_tokens=True) for ids in new_ids]
     out = pd.DataFrame({"id": df["id"].values} if "id" in df.columns else {})
     out["generation"] = gens

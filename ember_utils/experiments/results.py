@@ -7,18 +7,22 @@ import json
 import re
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..io import atomic_write_json
 from ..paths import results_dir
 
-__all__ = ["load_result_table", "load_result_json", "write_config", "collect_ember_results", "grid_summary",
-           "RUNNER_COMMAND"]
+__all__ = ["load_result_table", "load_result_json", "write_config", "collect_ember_results", "seed_summary",
+           "mean_std", "grid_summary", "RUNNER_COMMAND", "EMBER_TEST_COLUMNS"]
 
 RUNNER_COMMAND = "python -m ember_utils.experiments.runner"
+#: Format of ``ember_seed*.json``; records of another format come from an older evaluation and are re-run.
+EMBER_RECORD_FORMAT = "ember-run-v2"
 
 
 def load_result_table(model_name: str, concept: str, filename: str, root: str | Path | None = None) -> pd.DataFrame | None:
@@ -46,27 +50,68 @@ def write_config(folder: Path, name: str, params: dict[str, Any]) -> None:
     atomic_write_json(folder / f"{name}.config.json", cfg)
 
 
-def collect_ember_results(model_name: str = "gemma-3-270m", root: str | Path | None = None) -> pd.DataFrame:
-    """One row per committed ``ember_seed*.json`` under ``results/<model>/``: concept, seed, chosen δ,
-    edited tokens and test-split metrics before/after."""
+#: Test-split columns of :func:`collect_ember_results` taken from the edited result (with ``_lo``/``_hi``).
+EMBER_TEST_COLUMNS = ("acc_concept", "acc_indirect", "acc_similar", "acc_other_sense", "acc_general", "efficacy",
+                      "efficacy_indirect", "specificity", "coherence", "seamlessness", "score")
+
+
+def collect_ember_results(model_name: str = "gemma-3-270m", root: str | Path | None = None,
+                          current_only: bool = True) -> pd.DataFrame:
+    """One row per committed ``ember_seed*.json`` under ``results/<model>/``: concept, seed, chosen δ and whether
+    it is identified, edited tokens, test-split accuracies and metrics after the edit with their 95 % intervals,
+    the unedited accuracies, the gates on test and the name/no-name breakdown. ``current_only`` skips records
+    of an older format (made with an older evaluation)."""
     base = results_dir(model_name, None, root)
     rows = []
     for path in sorted(base.glob("*/ember_seed*.json")):
         if not re.fullmatch(r"ember_seed\d+\.json", path.name):  # e.g. ember_seed0.config.json
             continue
         rec = json.loads(path.read_text())
+        if current_only and rec.get("format") != EMBER_RECORD_FORMAT:
+            continue
         before, after = rec.get("test_unedited") or {}, rec.get("test_edited") or {}
-        rows.append({"concept": rec["concept"], "seed": rec["seed"], "fast": rec.get("fast", False),
-                     "selected_atoms": len(rec.get("selected_atoms", [])), "edit_tokens": rec.get("n_edit_tokens", 0),
-                     "chosen_delta": rec.get("chosen_delta"),
-                     "concept_acc_before": before.get("acc_concept"), "concept_acc_after": after.get("acc_concept"),
-                     "similar_acc_before": before.get("acc_similar"), "similar_acc_after": after.get("acc_similar"),
-                     "general_acc_before": before.get("acc_general"), "general_acc_after": after.get("acc_general"),
-                     "efficacy": after.get("efficacy"), "specificity": after.get("specificity"),
-                     "coherence": after.get("coherence"), "score": after.get("score")})
+        row = {"concept": rec["concept"], "seed": rec["seed"], "fast": rec.get("fast", False),
+               "format": rec.get("format", "v1"), "selected_atoms": len(rec.get("selected_atoms", [])),
+               "edit_tokens": rec.get("n_edit_tokens", 0), "chosen_delta": rec.get("chosen_delta"),
+               "edge": rec.get("edge"), "identified": rec.get("identified"),
+               "test_passes_gates": rec.get("test_passes_gates"),
+               "norm_ratio_chosen": rec.get("norm_ratio_at_chosen_delta"),
+               "norm_ratio_200": (rec.get("norm_ratio_at_report_delta") or {}).get("median")}
+        for k in ("acc_concept", "acc_indirect", "acc_similar", "acc_other_sense", "acc_general", "acc_open"):
+            row[f"{k}_before"] = before.get(k)
+        for k in EMBER_TEST_COLUMNS:
+            for suffix in ("", "_lo", "_hi"):
+                row[k + suffix] = after.get(k + suffix)
+        for k in ("acc_concept_named", "acc_concept_unnamed", "base_acc_concept_named", "base_acc_concept_unnamed",
+                  "n_concept_named", "n_concept_unnamed", "concept_drop_share_unnamed", "lost_concept",
+                  "gained_concept", "mcnemar_p_concept"):
+            row[k] = after.get(k)
+        rows.append(row)
     if not rows:
         print(f"No EMBER results under {base} yet: run `{RUNNER_COMMAND} ember --concept ...`.")
     return pd.DataFrame(rows)
+
+
+def seed_summary(table: pd.DataFrame, columns: Sequence[str], by: str = "concept") -> pd.DataFrame:
+    """Mean ± std over seeds per ``by`` group: columns ``<col>_mean``, ``<col>_std`` (NaN for one seed) and
+    ``seeds``; rows with a missing value (e.g. no edit) are left out of that column's mean."""
+    missing = [c for c in (by, *columns) if c not in table.columns]
+    if missing:
+        raise ValueError(f"seed_summary: columns {missing} not in the table (has {list(table.columns)}).")
+    g = table.groupby(by)
+    out = pd.DataFrame({"seeds": g.size()})
+    for c in columns:
+        vals = g[c].agg(lambda v: pd.to_numeric(v, errors="coerce").dropna().tolist())
+        out[f"{c}_mean"] = vals.map(lambda v: float(np.mean(v)) if v else float("nan"))
+        out[f"{c}_std"] = vals.map(lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"))
+    return out.reset_index()
+
+
+def mean_std(mean: float, std: float, digits: int = 3) -> str:
+    """``'0.412 ± 0.031'`` (``'0.412'`` when std is NaN, ``'—'`` when the mean is)."""
+    if mean is None or np.isnan(mean):
+        return "—"
+    return f"{mean:.{digits}f}" + ("" if std is None or np.isnan(std) else f" ± {std:.{digits}f}")
 
 
 def grid_summary(model_name: str = "gemma-3-270m", filename: str = "factorization_seeds.csv",

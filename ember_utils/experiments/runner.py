@@ -22,9 +22,9 @@ import pandas as pd
 from ..io import atomic_write_json, atomic_write_text
 from ..paths import results_dir
 from ..profiles import run_profile
-from .results import write_config
+from .results import EMBER_RECORD_FORMAT, write_config
 
-__all__ = ["run_factorization_grid", "run_ember", "main"]
+__all__ = ["run_factorization_grid", "run_ember", "ember_done", "main", "EMBER_RECORD_FORMAT"]
 
 
 def run_factorization_grid(concept: str, ks: Sequence[int] = (25, 50, 100, 200),
@@ -64,16 +64,33 @@ def run_factorization_grid(concept: str, ks: Sequence[int] = (25, 50, 100, 200),
     return table
 
 
+#: δ at which the chapter and the records report what the edit does to a row's norm (the grid's top).
+NORM_REPORT_DELTA = 200.0
+
+
+def _gates_on_test(metrics: dict, gate: float) -> dict:
+    """Whether a test result passes the specificity and coherence gates, by the interval rule of the δ sweep
+    (upper end of the 95 % interval ≥ gate) and by the point estimate."""
+    out = {}
+    for term in ("specificity", "coherence"):
+        out[f"test_{term}_passes_interval"] = bool(metrics.get(f"{term}_hi", metrics[term]) >= gate)
+        out[f"test_{term}_passes_point"] = bool(metrics[term] >= gate)
+    out["test_passes_gates"] = out["test_specificity_passes_interval"] and out["test_coherence_passes_interval"]
+    return out
+
+
 def run_ember(concept: str, seed: int = 0, model_name: str = "gemma-3-270m", fast: bool = False,
               root: str | Path | None = None, model: Any = None, grid: Sequence[float] | None = None,
               baselines: dict[tuple[str, str], Any] | None = None) -> dict:
-    """The full EMBER pipeline for one concept and seed: atoms, δ sweep on train, test before/after.
+    """The full EMBER pipeline for one concept and seed: atoms, δ sweep on train questions and neutral
+    validation text, then test before/after with intervals, gates and the name/no-name breakdown.
 
     ``baselines``: a dict shared between calls on the same model; the unedited measurements of each
     (concept, split) are stored there and reused by later seeds (they do not depend on the seed).
     """
     from ..data import load_common, load_concept
     from ..eval import Evaluator
+    from ..eval.metrics import GATE
     from ..methods.ember.delta import DELTA_GRID, sweep_delta
     from ..methods.ember.pipeline import fit_concept_atoms
     from ..models import load_model
@@ -85,39 +102,62 @@ def run_ember(concept: str, seed: int = 0, model_name: str = "gemma-3-270m", fas
     atoms = fit_concept_atoms(model, c.sentences, common.neutral_texts("train"), concept, seed=seed,
                               **profile.factorization)
     folder = results_dir(model_name, concept, root)
-    record: dict[str, Any] = {"concept": concept, "seed": seed, "model": model_name, "fast": fast,
-                              "n_vocab": len(atoms.vocab), "vocab_labels": atoms.vocab.summary().to_dict(),
+    record: dict[str, Any] = {"format": EMBER_RECORD_FORMAT, "concept": concept, "seed": seed, "model": model_name,
+                              "fast": fast, "n_vocab": len(atoms.vocab), "vocab_labels": atoms.vocab.summary().to_dict(),
+                              "n_atoms": atoms.factorization.n_atoms, "sparsity": atoms.factorization.sparsity,
                               "reconstruction_error": atoms.factorization.reconstruction_error_,
                               "selection_rule": atoms.rule.describe(), "selected_atoms": atoms.selected_atoms,
-                              "atoms": atoms.describe(atoms.selected_atoms).to_dict(orient="records")}
+                              "atoms": atoms.describe(atoms.selected_atoms).to_dict(orient="records"), "gate": GATE}
     baselines = {} if baselines is None else baselines
     test = Evaluator(model, c, common, split="test", fast=fast, baseline=baselines.get((concept, "test", fast)))
     baselines[(concept, "test", fast)] = test.baseline
-    base = test.baseline.metrics
-    record["test_unedited"] = base
+    record["test_unedited"] = test.baseline.metrics
+    record.update(chosen_delta=None, edge=None, identified=False, test_edited=None)
     if not atoms.selected_atoms:
-        record.update(chosen_delta=None, test_edited=None, note="no atom selected")
+        record["note"] = "no atom selected"
     else:
         edit = atoms.edit(tokenizer=model.tokenizer)
         record["n_edit_tokens"] = len(edit)
         record["edit_tokens"] = edit.tokens
+        norms = edit.with_delta(NORM_REPORT_DELTA).summary(model)
+        record["norm_ratio_at_report_delta"] = {"delta": NORM_REPORT_DELTA,
+                                                "median": float(norms["norm_ratio"].median()),
+                                                "min": float(norms["norm_ratio"].min()),
+                                                "max": float(norms["norm_ratio"].max())}
         train = Evaluator(model, c, common, split="train", fast=fast, measure_open=False,
                           baseline=baselines.get((concept, "train", fast)))
         baselines[(concept, "train", fast)] = train.baseline
-        sweep = sweep_delta(model, edit, train, grid or profile.delta_grid or DELTA_GRID)
+        record["train_splits"] = dict(train.splits)
+        sweep = sweep_delta(model, edit, train, grid or profile.delta_grid or DELTA_GRID,
+                            max_extensions=profile.delta_extensions)
         atomic_write_text(folder / f"delta_sweep_seed{seed}.csv", sweep.table.to_csv(index=False))
-        record["chosen_delta"] = sweep.chosen_delta
+        record.update(chosen_delta=sweep.chosen_delta, edge=sweep.edge, identified=sweep.identified,
+                      sweep_summary=sweep.summary(), grid=[float(d) for d in sweep.table["delta"]])
         if sweep.edit is not None:
             res = test.evaluate(sweep.edit, name=f"EMBER δ={sweep.chosen_delta:g}")
             record["test_edited"] = res.metrics
+            record.update(_gates_on_test(res.metrics, GATE))
+            record["norm_ratio_at_chosen_delta"] = float(sweep.edit.summary(model)["norm_ratio"].median())
             sweep.edit.save(folder / f"edit_seed{seed}.safetensors")
         else:
-            record["test_edited"] = None
             record["note"] = "no δ passed the gates"
     record["seconds"] = time.perf_counter() - t0
     atomic_write_json(folder / f"ember_seed{seed}.json", record)
     write_config(folder, f"ember_seed{seed}", {"concept": concept, "seed": seed, "fast": fast, "model": model_name})
     return record
+
+
+def ember_done(concept: str, seed: int, model_name: str = "gemma-3-270m", root: str | Path | None = None,
+               fast: bool = False) -> bool:
+    """Whether ``ember_seed<seed>.json`` exists in the current record format (and the same FAST/full mode)."""
+    path = results_dir(model_name, concept, root) / f"ember_seed{seed}.json"
+    if not path.exists():
+        return False
+    try:
+        rec = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return rec.get("format") == EMBER_RECORD_FORMAT and bool(rec.get("fast")) == fast
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--seeds", type=int, nargs="+", default=[0])
     e.add_argument("--model", default="gemma-3-270m")
     e.add_argument("--fast", action="store_true")
+    e.add_argument("--redo", action="store_true", help="re-run seeds that already have a current record "
+                   "(default: skip them, so an interrupted grid resumes where it stopped)")
     args = parser.parse_args(argv)
     from ..models import load_model
 
@@ -148,9 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         baselines: dict = {}
         for concept in args.concept:
             for seed in args.seeds:
+                if not args.redo and ember_done(concept, seed, args.model, fast=args.fast):
+                    print(f"{concept} seed {seed}: current record exists, skipped (--redo re-runs it)", flush=True)
+                    continue
                 rec = run_ember(concept, seed, args.model, args.fast, model=model, baselines=baselines)
                 print(json.dumps({k: rec.get(k) for k in ("concept", "seed", "chosen_delta", "selected_atoms",
-                                                          "n_edit_tokens", "seconds")}), flush=True)
+                                                          "n_edit_tokens", "identified", "seconds")}),
+                      flush=True)
     return 0
 
 

@@ -95,27 +95,48 @@ def vocab_map(embeddings: Any, vocab: VocabSlice, highlight: Sequence[int] = (),
     return ax
 
 
-def delta_sweep_plot(table: pd.DataFrame, chosen: float | None = None, ax: Any = None) -> Any:
-    """Efficacy, specificity, coherence and the selection score against δ (log x-axis)."""
+def delta_sweep_plot(table: pd.DataFrame, chosen: float | None = None, ax: Any = None, gate: float = 0.9,
+                     edge: str | None = None) -> Any:
+    """Efficacy, specificity, coherence (with their 95 % intervals as bands when the table has ``_lo``/``_hi``)
+    and the selection score against δ (log x-axis); δ that fail the gates are marked with a cross."""
     ax = ax or plt.subplots(figsize=(7, 3.5))[1]
-    for col, style in [("efficacy", "o-"), ("specificity", "s-"), ("coherence", "^-"), ("score", "k--")]:
-        if col in table:
-            ax.plot(table["delta"], table[col], style, label=col, ms=4)
-    ax.axhline(0.9, color="grey", lw=0.8, ls=":", label="0.9 gate")
+    for col, style in [("efficacy", "o-"), ("specificity", "s-"), ("coherence", "^-"), ("seamlessness", "v:"),
+                       ("score", "k--")]:
+        if col not in table:
+            continue
+        (line,) = ax.plot(table["delta"], table[col], style, label=col, ms=4)
+        if f"{col}_lo" in table and f"{col}_hi" in table:
+            ax.fill_between(table["delta"], table[f"{col}_lo"], table[f"{col}_hi"], color=line.get_color(), alpha=0.15)
+    if "passes_gates" in table and (~table["passes_gates"]).any():
+        bad = table[~table["passes_gates"].astype(bool)]
+        ax.plot(bad["delta"], [-0.02] * len(bad), "x", color="#c0392b", label="fails a gate")
+    ax.axhline(gate, color="grey", lw=0.8, ls=":", label=f"{gate:g} gate")
     if chosen is not None:
-        ax.axvline(chosen, color="#c0392b", lw=1, label=f"chosen δ = {chosen:g}")
+        note = "" if edge is None else " (grid edge: not identified)"
+        ax.axvline(chosen, color="#c0392b", lw=1, label=f"chosen δ = {chosen:g}{note}")
     ax.set_xscale("log")
-    ax.set(xlabel="δ", ylabel="metric (train split)", ylim=(-0.05, 1.1), title="δ sweep")
-    ax.legend(fontsize=8, ncol=2)
+    ax.set(xlabel="δ", ylabel="metric (train split)", ylim=(-0.05, 1.1), title="δ sweep (bands: 95 % intervals)")
+    ax.legend(fontsize=7, ncol=2)
     return ax
 
 
 def before_after_plot(frame: pd.DataFrame, value: str = "accuracy", ax: Any = None) -> Any:
-    """Grouped bars: rows are (benchmark, model state) pairs in long form with columns benchmark/state/value."""
+    """Grouped bars with error bars: long-form rows (benchmark, state) with ``value`` and, when present,
+    ``lo`` / ``hi`` (the 95 % interval) columns."""
     ax = ax or plt.subplots(figsize=(7, 3.2))[1]
-    sns.barplot(data=frame, x="benchmark", y=value, hue="state", ax=ax)
+    benchmarks = list(dict.fromkeys(frame["benchmark"]))
+    states = list(dict.fromkeys(frame["state"]))
+    width = 0.8 / max(1, len(states))
+    for j, state in enumerate(states):
+        rows = frame[frame["state"] == state].set_index("benchmark").reindex(benchmarks)
+        x = np.arange(len(benchmarks)) + (j - (len(states) - 1) / 2) * width
+        err = None
+        if {"lo", "hi"} <= set(frame.columns):
+            err = np.vstack([rows[value] - rows["lo"], rows["hi"] - rows[value]]).clip(min=0)
+        ax.bar(x, rows[value], width, yerr=err, capsize=3, label=state)
+    ax.set_xticks(np.arange(len(benchmarks)), benchmarks, fontsize=8)
     if value == "accuracy":
         ax.axhline(0.25, color="grey", ls=":", lw=1, label="chance")
-    ax.set(xlabel="", title="Before and after the edit (test split)")
+    ax.set(xlabel="", ylabel=value, title="Before and after the edit (test split; bars: 95 % intervals)")
     ax.legend(fontsize=8)
     return ax

@@ -34,7 +34,10 @@ CHANCE = 0.25
 DEFAULT_MODEL_DIR = "gemma-3-270m"
 ACC_COLUMNS = {"acc_concept": "the concept", "acc_similar": "similar domain", "acc_general": "general knowledge"}
 _BASELINE_ALIASES = {"acc_mc_test": "acc_concept", "acc_similar_test": "acc_similar", "acc_general_test": "acc_general",
-                     "mc_test_acc": "acc_concept", "similar_test_acc": "acc_similar", "general_test_acc": "acc_general"}
+                     "mc_test_acc": "acc_concept", "similar_test_acc": "acc_similar", "general_test_acc": "acc_general",
+                     **{f"{a}_{b}": f"{c}_{b}" for a, c in (("acc_mc_test", "acc_concept"),
+                                                            ("acc_similar_test", "acc_similar"),
+                                                            ("acc_general_test", "acc_general")) for b in ("lo", "hi")}}
 _RUN_FILE = re.compile(r"^(?P<method>[a-z0-9_]+?)_seed(?P<seed>\d+)\.json$")
 UNEDITED = "unedited"
 
@@ -79,7 +82,8 @@ def load_baselines(model_dir: str | Path) -> pd.DataFrame | None:
     if not cols or table.empty:
         return None
     extra = [c for c in ("name", "usable") if c in table.columns]
-    return table[["concept", *extra, *cols]].copy()
+    bounds = [f"{c}_{b}" for c in cols for b in ("lo", "hi") if f"{c}_{b}" in table.columns]
+    return table[["concept", *extra, *cols, *bounds]].copy()
 
 
 def load_runs(model_dir: str | Path) -> tuple[pd.DataFrame | None, list[Path]]:
@@ -134,9 +138,14 @@ def _bars(ax, table: pd.DataFrame, group_col: str, groups: list[str], title: str
     colors = {"acc_concept": "#c0392b", "acc_similar": "#2980b9", "acc_general": "#7f8c8d"}
     x = np.arange(len(groups))
     for j, col in enumerate(cols):
-        means = [table.loc[table[group_col] == g, col].mean() for g in groups]
+        means = np.array([table.loc[table[group_col] == g, col].mean() for g in groups])
         offset = (j - (len(cols) - 1) / 2) * width
-        ax.bar(x + offset, means, width * 0.95, label=ACC_COLUMNS[col], color=colors[col])
+        err = None
+        if f"{col}_lo" in table.columns and f"{col}_hi" in table.columns:  # one row per group: its 95 % interval
+            lo = np.array([table.loc[table[group_col] == g, f"{col}_lo"].mean() for g in groups])
+            hi = np.array([table.loc[table[group_col] == g, f"{col}_hi"].mean() for g in groups])
+            err = np.nan_to_num(np.vstack([means - lo, hi - means]).clip(min=0))
+        ax.bar(x + offset, means, width * 0.95, yerr=err, capsize=2, label=ACC_COLUMNS[col], color=colors[col])
         if points is not None:  # individual concepts as dots on the per-method means
             for i, g in enumerate(groups):
                 vals = points.loc[points[group_col] == g, col].dropna().to_numpy()
@@ -194,7 +203,9 @@ def results_summary(results_root: str | Path, model: str | None = None) -> Resul
         labels[row.concept] = label
     _bars(axes[0], baselines, "concept", concepts, "What the unedited model knows", labels=labels)
     parts.append(f"*Left:* test accuracy of the unedited model on {len(concepts)} concept"
-                 f"{'s' if len(concepts) != 1 else ''} (4-way multiple choice; dashed line: chance).")
+                 f"{'s' if len(concepts) != 1 else ''} (4-way multiple choice; dashed line: chance"
+                 + ("; error bars: 95 % bootstrap intervals over questions)." if any(
+                     c.endswith("_lo") for c in baselines.columns) else ")."))
     if unusable:
         parts.append(f"The model knows too little about {', '.join(unusable)} to measure an erasure "
                      "(marked *too weak*; the book does not erase it).")

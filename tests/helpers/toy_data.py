@@ -63,13 +63,21 @@ def toy_concept_and_common(bridge) -> tuple[ConceptData, CommonData]:
     sim = with_answers(TOY_QUESTIONS[3:7], "s", 2)
     gen = with_answers(TOY_QUESTIONS[:4], "g", 2)
     gen["subject"] = "misc"
+    indirect = with_answers(TOY_QUESTIONS[2:6], "i", 3)
+    other = with_answers(TOY_QUESTIONS[1:5], "x", 3).assign(kind="mc", word="potter")
+    other_text = pd.DataFrame({"id": ["xs1", "xs2"], "kind": "sentence", "subtopic": "x", "word": "potter",
+                               "split": "test", "text": ["The potter shaped a bowl on his wheel.",
+                                                         "Sirius is the brightest star in the night sky."]})
+    prompts = pd.DataFrame({"id": ["p1", "p2"], "subtopic": "x", "split": "test",
+                            "prompt": ["When Harry Potter arrived at Hogwarts, he", "The wizard raised his wand and"]})
     concept = ConceptData(
         slug="toy", root=Path("."), meta={"name": "Toy", "slug": "toy", "similar_domain": "Other", "description": "d"},
         sentences=["Harry Potter is a wizard."], mc=mc, similar_mc=sim,
         open=pd.DataFrame({"id": ["o1", "o2"], "subtopic": ["x", "x"], "split": ["test", "test"],
                            "question": ["Who is a wizard?", "Capital of France?"],
                            "answers": [["Harry Potter"], ["Paris"]]}),
-        relearn=pd.DataFrame({"id": ["r1"], "text": ["Some text."]}))
+        relearn=pd.DataFrame({"id": ["r1"], "text": ["Some text."]}),
+        indirect_mc=indirect, collateral_mc=other, collateral_sentences=other_text, prompts=prompts)
     common = CommonData(
         root=Path("."),
         neutral=pd.DataFrame({"id": ["n1", "n2", "n3"], "topic": ["a", "b", "c"], "split": ["test", "test", "train"],

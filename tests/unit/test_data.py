@@ -59,6 +59,7 @@ def _make_concept(root: Path, slug: str = "toy", **overrides) -> Path:
         "open.jsonl": [{"id": "t-open-001", "subtopic": "misc", "split": "test", "question": "Who?",
                         "answers": ["Someone"]}],
         "collateral.jsonl": [_col(1), _col(2, "mc", split="test")],
+        "prompts.jsonl": [{"id": "t-pr-001", "subtopic": "misc", "split": "test", "prompt": "The toy box was"}],
         "relearn.jsonl": [{"id": "t-rl-001", "text": "A paragraph about toys."}],
     }
     (folder / "meta.json").write_text(json.dumps(overrides.pop("meta", meta)), encoding="utf-8")
@@ -389,6 +390,18 @@ def test_concept_indirect_mc_avoids_the_names(real_concept):
     assert not [x for x in naming if x[1]], f"indirect questions name the concept: {[x for x in naming if x[1]][:5]}"
 
 
+def test_concept_seamlessness_prompts(real_concept):
+    df = real_concept.prompts
+    assert len(df) >= MIN_COUNTS["prompts"], f"{len(df)} seamlessness prompts"
+    counts = df["split"].value_counts()
+    assert abs(counts.get("train", 0) - counts.get("test", 0)) <= 1, dict(counts)
+    named = sum(bool(names_in(p, real_concept.names)) for p in df["prompt"])
+    assert named >= MIN_COUNTS["prompts_with_name"], f"only {named} prompts name the concept"
+    starts = [" ".join(p.lower().split()[:4]) for p in df["prompt"]]
+    assert len(set(starts)) == len(starts), "two prompts share their first four words"
+    assert not [p for p in df["prompt"] if p != p.strip()], "prompts must not start or end with whitespace"
+
+
 def test_concept_collateral(real_concept):
     sents, mc = real_concept.collateral_sentences, real_concept.collateral_mc
     assert len(sents) >= MIN_COUNTS["collateral_sentences"] and len(mc) >= MIN_COUNTS["collateral_mc"]
@@ -400,7 +413,7 @@ def test_concept_collateral(real_concept):
 
 
 def test_committed_splits_are_seeded_and_stratified(real_concept):
-    for name in ("mc.jsonl", "similar_mc.jsonl", "indirect_mc.jsonl", "open.jsonl", "collateral.jsonl"):
+    for name in ("mc.jsonl", "similar_mc.jsonl", "indirect_mc.jsonl", "open.jsonl", "collateral.jsonl", "prompts.jsonl"):
         _committed_splits_are_reproducible(real_concept.root / name)
 
 

@@ -1,4 +1,17 @@
-"""Choosing δ for an EMBER edit: sweep the grid on the train split, pick by the rule, report on test."""
+"""Choosing δ for an EMBER edit: sweep the grid on train questions and the neutral validation split, pick by
+the rule, report on test.
+
+The rule (:func:`select_delta`):
+
+* **gates with noise**: a δ *fails* a gate when the upper end of its 95 % paired bootstrap interval for
+  specificity (or coherence) lies below ``gate`` × the unedited value, i.e. when the data say clearly that it
+  is below; a point estimate just under the gate, within the noise of a few flipped questions, does not fail;
+* among the δ that pass, the best :func:`~ember_utils.eval.metrics.harmonic_mean` of efficacy, specificity
+  and coherence wins (point estimates; ties go to the smaller δ); if none passes there is no edit;
+* a choice at either end of the grid is **not identified** (the best δ may lie beyond it): the sweep extends
+  the grid in that direction (``max_extensions`` steps of the grid's end ratio) and reports the choice as
+  not identified if it is still at the edge.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,21 +22,27 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ...eval.metrics import GATE, selection_score
+from ...eval.metrics import GATE, harmonic_mean
 from .edit import EmbeddingEdit
 
-__all__ = ["DELTA_GRID", "DeltaSweep", "select_delta", "sweep_delta"]
+__all__ = ["DELTA_GRID", "DeltaSweep", "select_delta", "sweep_delta", "grid_edge"]
 
 DELTA_GRID: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 200.0)
+#: Columns of the sweep table copied from each evaluation (when the evaluator measured them).
+SWEEP_COLUMNS = ("efficacy", "efficacy_lo", "efficacy_hi", "specificity", "specificity_lo", "specificity_hi",
+                 "coherence", "coherence_lo", "coherence_hi", "seamlessness", "seamlessness_lo", "seamlessness_hi",
+                 "efficacy_indirect", "acc_concept", "acc_concept_lo", "acc_concept_hi", "acc_indirect",
+                 "acc_similar", "acc_other_sense", "acc_general", "acc_open", "perplexity", "other_sense_text_term",
+                 "lost_concept", "mcnemar_p_concept", "remeasured_fraction", "seconds")
 
 
 def select_delta(table: pd.DataFrame, base_specificity: float = 1.0, base_coherence: float = 1.0,
                  gate: float = GATE) -> tuple[float | None, pd.DataFrame]:
-    """Pick δ from a sweep table with columns ``delta, efficacy, specificity, coherence`` (train split).
+    """Pick δ from a sweep table with columns ``delta, efficacy, specificity, coherence`` (train split) and,
+    when present, ``specificity_hi`` / ``coherence_hi`` (upper ends of their intervals; without them the point
+    estimates are gated).
 
-    Each δ gets :func:`~ember_utils.eval.metrics.selection_score` (0 below the gates, else the harmonic mean
-    of efficacy, specificity and coherence). The best score wins, ties go to the smaller δ; if every δ scores
-    0 there is no edit (returns ``None``). Returns (δ or None, table with ``passes_gates``/``score``).
+    Returns (δ or None, the table sorted by δ with ``passes_gates``, ``score`` and ``at_edge``).
     """
     needed = {"delta", "efficacy", "specificity", "coherence"}
     missing = needed - set(table.columns)
@@ -35,59 +54,104 @@ def select_delta(table: pd.DataFrame, base_specificity: float = 1.0, base_cohere
     for col in ("efficacy", "specificity", "coherence"):
         if t[col].isna().any():
             raise ValueError(f"Sweep table column {col!r} has NaN values.")
-    t["passes_gates"] = (t["specificity"] >= gate * base_specificity) & (t["coherence"] >= gate * base_coherence)
-    t["score"] = np.array([selection_score(e, s, c, gate, base_specificity, base_coherence)
-                           for e, s, c in zip(t["efficacy"], t["specificity"], t["coherence"])], dtype=float)
+    spec_up = t["specificity_hi"] if "specificity_hi" in t else t["specificity"]
+    coh_up = t["coherence_hi"] if "coherence_hi" in t else t["coherence"]
+    t["gate_rule"] = "interval" if {"specificity_hi", "coherence_hi"} <= set(t.columns) else "point"
+    t["passes_gates"] = (spec_up >= gate * base_specificity) & (coh_up >= gate * base_coherence)
+    t["score"] = np.array([harmonic_mean(e, s, c) if ok else 0.0 for e, s, c, ok in
+                           zip(t["efficacy"], t["specificity"], t["coherence"], t["passes_gates"])], dtype=float)
     t = t.sort_values("delta", kind="stable").reset_index(drop=True)
     if (t["score"] <= 0).all():
-        return None, t
+        return None, t.assign(chosen=False)
     best = t["score"].max()
     chosen = float(t.loc[t["score"] == best, "delta"].min())
-    return chosen, t
+    return chosen, t.assign(chosen=t["delta"] == chosen)
+
+
+def grid_edge(chosen: float | None, grid: Sequence[float]) -> str | None:
+    """'upper' / 'lower' when ``chosen`` is the largest / smallest δ of ``grid`` (not identified), else None."""
+    if chosen is None or len(grid) < 2:
+        return None
+    if chosen >= max(grid):
+        return "upper"
+    if chosen <= min(grid):
+        return "lower"
+    return None
 
 
 @dataclass
 class DeltaSweep:
-    """Result of a δ sweep: the per-δ table (train split) and the chosen δ (``None`` = no edit)."""
+    """Result of a δ sweep: the per-δ table (train split), the chosen δ (``None`` = no edit) and whether
+    the choice is identified (not at an edge of the evaluated grid)."""
 
     table: pd.DataFrame
     chosen_delta: float | None
     edit: EmbeddingEdit | None
+    edge: str | None = None
+
+    @property
+    def identified(self) -> bool:
+        return self.chosen_delta is not None and self.edge is None
 
     def summary(self) -> str:
         if self.chosen_delta is None:
             return "No δ passed the specificity/coherence gates: no edit is made."
         row = self.table.loc[self.table["delta"] == self.chosen_delta].iloc[0]
-        return (f"chosen δ = {self.chosen_delta:g} (train: efficacy {row.efficacy:.3f}, specificity "
+        text = (f"chosen δ = {self.chosen_delta:g} (train: efficacy {row.efficacy:.3f}, specificity "
                 f"{row.specificity:.3f}, coherence {row.coherence:.3f}, score {row.score:.3f})")
+        if self.edge:
+            text += (f"; not identified: it is the {self.edge} end of the grid "
+                     f"[{self.table['delta'].min():g}, {self.table['delta'].max():g}]")
+        return text
+
+
+def _check_train_only(evaluator: Any) -> None:
+    split = getattr(evaluator, "split", "train")
+    if split != "train":
+        raise ValueError(f"Choose δ on the train split; the evaluator uses split={split!r}.")
+    test_parts = sorted(p for p, s in getattr(evaluator, "splits", {}).items() if s == "test")
+    if test_parts:
+        raise ValueError(f"The δ sweep must not read a test split, but the evaluator's parts {test_parts} read "
+                         "'test' (build it with split='train'; neutral text then defaults to 'validation').")
 
 
 def sweep_delta(model: Any, edit: EmbeddingEdit, evaluator: Any, grid: Sequence[float] = DELTA_GRID,
                 gate: float = GATE, progress: bool = True, *, reuse_unaffected: bool = True,
-                reference: Any = None) -> DeltaSweep:
-    """Evaluate ``edit`` at every δ of ``grid`` with ``evaluator`` (which must use the train split), then
-    choose δ with :func:`select_delta`. The model is left unedited.
+                reference: Any = None, max_extensions: int = 0) -> DeltaSweep:
+    """Evaluate ``edit`` at every δ of ``grid`` with ``evaluator`` (train questions, neutral validation text;
+    a test split anywhere is an error), then choose δ with :func:`select_delta`. When the choice is at an end
+    of the grid, up to ``max_extensions`` more δ are tried beyond it (×/÷ the ratio of the grid's last two
+    values). The model is left unedited.
 
     ``evaluator`` must have been built on ``model``. With ``reuse_unaffected`` (default) the evaluator
     re-measures only inputs that contain an edited token; the rest is copied from ``reference`` (default: the
     baseline; pass the base method's result when the edit is applied on top of another state).
     """
-    if getattr(evaluator, "split", "train") != "train":
-        raise ValueError(f"Choose δ on the train split; the evaluator uses split={evaluator.split!r}.")
+    _check_train_only(evaluator)
     if getattr(evaluator, "model", model) is not model:
         raise ValueError("The evaluator was built on a different model than the one passed to sweep_delta.")
     if len(grid) == 0:
         raise ValueError("Empty δ grid.")
     if edit.applied:
         raise ValueError("The edit is applied; revert it before sweeping.")
-    rows = []
-    for delta in tqdm(list(grid), desc="δ sweep", disable=not progress):
-        candidate = edit.with_delta(delta)
-        res = evaluator.evaluate(candidate, name=f"delta={delta:g}", reuse=reuse_unaffected, reference=reference)
-        m = res.metrics
-        rows.append({"delta": float(delta), **{k: m[k] for k in ("efficacy", "specificity", "coherence",
-                                                                     "acc_concept", "acc_similar", "acc_general",
-                                                                     "acc_open", "perplexity")},
-                     **{k: m[k] for k in ("remeasured_fraction", "seconds") if k in m}})
+    rows: list[dict[str, Any]] = []
+
+    def run(deltas: Sequence[float]) -> None:
+        for delta in tqdm(list(deltas), desc="δ sweep", disable=not progress):
+            res = evaluator.evaluate(edit.with_delta(delta), name=f"delta={delta:g}", reuse=reuse_unaffected,
+                                     reference=reference)
+            rows.append({"delta": float(delta), **{k: res.metrics[k] for k in SWEEP_COLUMNS if k in res.metrics}})
+
+    run(sorted(grid))
     chosen, table = select_delta(pd.DataFrame(rows), gate=gate)
-    return DeltaSweep(table, chosen, edit.with_delta(chosen) if chosen is not None else None)
+    for _ in range(max_extensions):
+        evaluated = sorted(r["delta"] for r in rows)
+        edge = grid_edge(chosen, evaluated)
+        if edge is None or len(evaluated) < 2:
+            break
+        nxt = (evaluated[-1] * evaluated[-1] / evaluated[-2] if edge == "upper"
+               else evaluated[0] * evaluated[0] / evaluated[1])
+        run([nxt])
+        chosen, table = select_delta(pd.DataFrame(rows), gate=gate)
+    edge = grid_edge(chosen, list(table["delta"]))
+    return DeltaSweep(table, chosen, edit.with_delta(chosen) if chosen is not None else None, edge)

@@ -94,7 +94,8 @@ class EmbeddingEdit(ModelState):
 
     # -------------------------------------------------------------- reporting
     def summary(self, model: Any | None = None) -> pd.DataFrame:
-        """Per edited token: id, string, ‖δ·direction‖ and, given the model, the change relative to the row norm."""
+        """Per edited token: id, string, ‖δ·direction‖ and, given the model, the change relative to the row norm
+        and ``norm_ratio`` = ‖e − δ·direction‖ / ‖e‖ (how much longer the edited row is than the original)."""
         change = (self.delta * self.directions).norm(dim=1).cpu().numpy()
         df = pd.DataFrame({"token_id": self.token_ids.cpu().numpy(),
                            "token": self.tokens if self.tokens else [""] * len(self.token_ids),
@@ -104,6 +105,8 @@ class EmbeddingEdit(ModelState):
             rows = self._saved_rows if self.applied else W[self.token_ids.to(W.device)]
             df["row_norm"] = rows.float().norm(dim=1).detach().cpu().numpy()
             df["relative_change"] = df["change_norm"] / df["row_norm"]
+            edited = rows.float().cpu() - self.delta * self.directions.cpu()
+            df["norm_ratio"] = edited.norm(dim=1).detach().numpy() / df["row_norm"].to_numpy()
         return df.sort_values("change_norm", ascending=False, kind="stable").reset_index(drop=True)
 
     def __len__(self) -> int:

@@ -16,7 +16,7 @@ from ember_utils.eval._hf import _encode_prompt
 from ember_utils.profiles import FAST
 from ember_utils.state import StackedState
 from helpers.states import LyingEdit, MLPWeightNoise, noise_edit
-from helpers.toy_data import SCORE_COLS, toy_concept_and_common, toy_frame
+from helpers.toy_data import SCORE_COLS, TOY_QUESTIONS, toy_concept_and_common, toy_frame
 
 # ============================================================================ Evaluator
 
@@ -50,8 +50,17 @@ def test_evaluator_unedited_and_embedding_edit(fresh_tiny_bridge):
     assert m["perplexity"] != pytest.approx(base["perplexity"])
     for k in ("efficacy", "specificity", "coherence", "score", "ppl_term", "fluency_term"):
         assert 0.0 <= m[k] <= 1.0 or math.isnan(m[k])
-    assert set(res.mc["set"]) == {"concept", "similar", "general"}
+    assert set(res.mc["set"]) == {"concept", "indirect", "similar", "other_sense", "general"}
     assert list(res.generations.columns) == ["id", "prompt", "generation", "n_tokens", "token_ids", "base_logprob"]
+    assert list(res.measurements.seamless.columns) == ["id", "prompt", "generation", "n_tokens", "fluency",
+                                                       "repetition", "word_share", "token_ids"]
+    assert m["specificity_terms"] == "general+similar+other_sense+other_sense_text"
+    assert m["coherence_terms"] == "perplexity+fluency+seamlessness"
+    for k in ("efficacy", "specificity", "coherence", "acc_concept", "d_acc_concept"):
+        assert m[f"{k}_lo"] <= m[f"{k}_hi"]
+    assert m["lost_concept"] + m["gained_concept"] <= m["n_concept"] and 0 <= m["mcnemar_p_concept"] <= 1
+    # every token is edited: every concept question contains one, none is left without
+    assert m["n_concept_named"] == m["n_concept"] and m["n_concept_unnamed"] == 0
 
     table = ev.table()
     assert list(table["name"]) == ["unedited", "noop", "noisy"]
@@ -117,7 +126,7 @@ def _token_ids(bridge, *texts) -> list[int]:
     return sorted(ids)
 
 
-@pytest.mark.parametrize("which", ["names", "first_generation"])
+@pytest.mark.parametrize("which", ["names", "first_generation", "one_set_only"])
 def test_evaluator_reuse_of_unaffected_inputs_equals_full_measurement(fresh_tiny_bridge, which):
     """A state that touches some tokens: only inputs with one of them are re-run, and every number equals a full
     measurement."""
@@ -126,6 +135,11 @@ def test_evaluator_reuse_of_unaffected_inputs_equals_full_measurement(fresh_tiny
     ev = E.Evaluator(bridge, concept, common, split="test", gen_max_new_tokens=6, open_max_new_tokens=4)
     if which == "names":
         ids = _token_ids(bridge, " Hogwarts", " Harry", " Dumbledore")
+    elif which == "one_set_only":  # only a similar-domain question: the general set is copied whole
+        ids = sorted(set(_token_ids(bridge, " Romans", " aqueducts", " Colosseum")) - set(_token_ids(
+            bridge, *(" ".join([q, *o]) for q, o, _ in TOY_QUESTIONS[:6]), *common.neutral["text"],
+            *concept.prompts["prompt"], *concept.collateral_sentences["text"], *common.coherence_prompts["prompt"])))
+        assert ids
     else:  # tokens that the unedited model generates for the first coherence prompt (but not in its prompt)
         prompt_ids = set(_encode_prompt(bridge.tokenizer, E.COHERENCE_PROMPT_TEMPLATE.format(
             prompt=common.coherence_prompts["prompt"].iloc[0])))
@@ -135,16 +149,18 @@ def test_evaluator_reuse_of_unaffected_inputs_equals_full_measurement(fresh_tiny
     full = ev.evaluate(noise_edit(bridge, ids), name="full", reuse=False)
     fast = ev.evaluate(noise_edit(bridge, ids), name="reuse")
     assert 0.0 < fast.metrics["remeasured_fraction"] < 1.0 and full.metrics["remeasured_fraction"] == 1.0
-    for k in ("acc_concept", "acc_similar", "acc_general", "acc_open"):
+    for k in ("acc_concept", "acc_similar", "acc_general", "acc_open", "acc_indirect", "acc_other_sense"):
         assert fast.metrics[k] == full.metrics[k], k
-    for k in ("perplexity", "fluency_logprob", "efficacy", "specificity", "coherence", "score"):
+    for k in ("perplexity", "fluency_logprob", "efficacy", "specificity", "coherence", "score",
+              "other_sense_perplexity", "seamlessness", "seamless_fluency", "specificity_lo", "coherence_hi"):
         assert fast.metrics[k] == pytest.approx(full.metrics[k], rel=1e-5, abs=1e-6), k
     pd.testing.assert_frame_equal(fast.mc.drop(columns=SCORE_COLS), full.mc.drop(columns=SCORE_COLS))
     np.testing.assert_allclose(fast.mc[SCORE_COLS].to_numpy(float), full.mc[SCORE_COLS].to_numpy(float), atol=1e-5)
     assert list(fast.generations["token_ids"]) == list(full.generations["token_ids"])
+    assert list(fast.measurements.seamless["token_ids"]) == list(full.measurements.seamless["token_ids"])
     assert list(fast.open["generation"]) == list(full.open["generation"])
     if which == "first_generation":  # the affected generation was re-run, and it changed under the edit
-        assert fast.measurements.remeasured["generations"] >= 1
+        assert fast.measurements.remeasured["coherence"] >= 1
 
 
 def test_evaluator_reuse_spot_check_catches_a_broken_promise(fresh_tiny_bridge):
@@ -215,7 +231,7 @@ def test_evaluator_fast_mode_and_errors(tiny_bridge):
         E.Evaluator(tiny_bridge, concept, common, split="dev")
     with pytest.raises(TypeError, match="state"):
         ev.evaluate(state=42)
-    with pytest.raises(ValueError, match="No concept MC questions"):
+    with pytest.raises(ValueError, match=r"No items for evaluation part\(s\) \[.concept.\]"):
         E.Evaluator(tiny_bridge, dataclasses.replace(concept, mc=concept.mc.iloc[:0]), common)
 
 
@@ -269,6 +285,27 @@ def test_evaluator_open_questions_follow_the_split(tiny_bridge):
     mixed = dataclasses.replace(concept, open=concept.open.assign(split=["train", "test"]))
     assert list(E.Evaluator(tiny_bridge, mixed, common, split="test").open_questions["id"]) == ["o2"]
     train_only = dataclasses.replace(concept, open=concept.open.assign(split="train"))
-    with pytest.raises(ValueError, match="No open questions in split 'test'"):
+    with pytest.raises(ValueError, match=r"No items for evaluation part\(s\) \[.open.\] in split .test."):
         E.Evaluator(tiny_bridge, train_only, common, split="test")
     assert len(E.Evaluator(tiny_bridge, train_only, common, split="test", measure_open=False).open_questions) == 0
+
+
+@pytest.mark.real_model
+def test_real_delta_200_harry_potter_edit_loses_seamlessness(real_bridge, tmp_path):
+    """The runaway edit of the old δ rule: at δ = 200 the continuations of Harry Potter openings derail, and
+    seamlessness (hence coherence) says so, while the unedited model scores 1."""
+    from ember_utils.data import load_common, load_concept
+    from ember_utils.methods.ember.pipeline import fit_concept_atoms
+    from ember_utils.profiles import FAST
+
+    concept, common = load_concept("harry_potter"), load_common()
+    atoms = fit_concept_atoms(real_bridge, concept.sentences, common.neutral_texts("train"), "harry_potter", seed=0,
+                              cache_dir=tmp_path, **FAST.factorization)
+    edit = atoms.edit(atoms=atoms.atoms_to_edit()[0], tokenizer=real_bridge.tokenizer)
+    ev = E.Evaluator(real_bridge, concept, common, split="test", parts=E.REQUIRED_PARTS + ("seamlessness",),
+                     limits={"mc": 24, "similar_mc": 16, "general_mc": 24, "neutral": 48, "coherence_prompts": 6,
+                             "prompts": 12}, gen_max_new_tokens=16, seamless_max_new_tokens=24, n_boot=300)
+    assert ev.baseline.metrics["seamlessness"] == 1.0
+    m = ev.evaluate(edit.with_delta(200.0), name="δ=200").metrics
+    assert m["seamlessness"] < 0.7 and m["seamlessness_hi"] < 0.9, m["seamlessness"]
+    assert m["coherence"] < 0.9

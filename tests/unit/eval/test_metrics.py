@@ -63,6 +63,26 @@ def test_compute_metrics_hand_numbers():
     assert (same["efficacy"], same["specificity"], same["coherence"], same["score"]) == (0.0, 1.0, 1.0, 0.0)
 
 
+def test_compute_metrics_with_collateral_indirect_and_seamlessness():
+    base = {"concept": 0.75, "similar": 0.65, "general": 0.45, "perplexity": 10.0, "fluency": -2.0,
+            "indirect": 0.55, "other_sense": 0.65, "other_sense_perplexity": 20.0,
+            "seamless_fluency": -3.0, "seamless_repetition": 0.2, "seamless_word_share": 0.9}
+    edited = {**base, "concept": 0.35, "indirect": 0.40, "other_sense": 0.45, "other_sense_perplexity": 25.0,
+              "seamless_fluency": -3.0 + math.log(0.5), "seamless_repetition": 0.6, "seamless_word_share": 0.45}
+    m = E.compute_metrics(edited, base)
+    assert m["efficacy_indirect"] == pytest.approx(0.5)                  # 1 − (0.40−0.25)/(0.55−0.25)
+    assert m["norm_other_sense"] == pytest.approx(0.5) and m["other_sense_text_term"] == pytest.approx(0.8)
+    assert m["specificity"] == pytest.approx(E.harmonic_mean(1.0, 1.0, 0.5, 0.8))
+    assert m["specificity_terms"] == "general+similar+other_sense+other_sense_text"
+    assert m["seamless_fluency_term"] == pytest.approx(0.5)
+    assert m["seamless_repetition_term"] == pytest.approx(0.4 / 0.8) and m["seamless_word_term"] == pytest.approx(0.5)
+    assert m["seamlessness"] == pytest.approx(0.5)
+    assert m["coherence"] == pytest.approx(E.harmonic_mean(1.0, 1.0, 0.5))
+    assert m["coherence_terms"] == "perplexity+fluency+seamlessness"
+    same = E.compute_metrics(base, base)
+    assert (same["specificity"], same["coherence"], same["seamlessness"]) == (1.0, 1.0, 1.0)
+
+
 def test_selection_score():
     assert E.selection_score(0.8, 0.95, 0.95) == pytest.approx(E.harmonic_mean(0.8, 0.95, 0.95))
     assert E.selection_score(0.8, 0.89, 1.0) == 0.0

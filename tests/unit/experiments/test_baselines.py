@@ -39,6 +39,8 @@ def _write_toy_data_root(root: Path) -> Path:
         *[{**r, "kind": "mc", "word": "the", "subtopic": "x"} for r in mc("t-col", TOY_QUESTIONS[2:4], "test", {})]])
     dump(folder / "open.jsonl", [{"id": "t-open-1", "subtopic": "x", "split": "test", "question": "Who is a wizard?",
                                   "answers": ["Harry Potter"]}])
+    dump(folder / "prompts.jsonl", [{"id": "t-pr-1", "subtopic": "x", "split": "test",
+                                     "prompt": "When Harry arrived at Hogwarts, he"}])
     dump(folder / "relearn.jsonl", [{"id": "t-rl-1", "text": "Some text."}])
     dump(root / "common" / "neutral.jsonl", [
         {"id": "n-1", "topic": "a", "register": "narrative", "split": "test", "text": "The cat sat."},

@@ -9,13 +9,25 @@ def test_collect_ember_results_reads_runner_output(tmp_path):
 
     folder = results_dir("gemma-3-270m", "harry_potter", tmp_path)
     folder.mkdir(parents=True)
-    (folder / "ember_seed0.json").write_text(json.dumps({
-        "concept": "harry_potter", "seed": 0, "selected_atoms": [1, 2], "n_edit_tokens": 40, "chosen_delta": 2.0,
-        "test_unedited": {"acc_concept": 0.6}, "test_edited": {"acc_concept": 0.3, "efficacy": 0.86}}))
+    from ember_utils.experiments.results import EMBER_RECORD_FORMAT, mean_std, seed_summary
+
+    for seed, acc in ((0, 0.3), (1, 0.4)):
+        (folder / f"ember_seed{seed}.json").write_text(json.dumps({
+            "format": EMBER_RECORD_FORMAT, "concept": "harry_potter", "seed": seed, "selected_atoms": [1, 2],
+            "n_edit_tokens": 40, "chosen_delta": 2.0, "identified": True, "test_unedited": {"acc_concept": 0.6},
+            "test_edited": {"acc_concept": acc, "acc_concept_lo": acc - 0.1, "acc_concept_hi": acc + 0.1,
+                            "efficacy": 0.86}}))
+    (folder / "ember_seed2.json").write_text(json.dumps({"concept": "harry_potter", "seed": 2}))  # an old record
     (folder / "ember_seed0.config.json").write_text(json.dumps({"command": "python -m ember_utils.experiments.runner ember"}))
     table = collect_ember_results("gemma-3-270m", tmp_path)
-    assert len(table) == 1  # the run's config file is not a run
-    assert table.loc[0, "concept_acc_after"] == 0.3 and table.loc[0, "selected_atoms"] == 2
+    assert len(table) == 2  # the run's config file is not a run; the old-format record is left out
+    assert table.loc[0, "acc_concept"] == 0.3 and table.loc[0, "acc_concept_before"] == 0.6
+    assert table.loc[1, "acc_concept_hi"] == 0.5 and table.loc[0, "selected_atoms"] == 2
+    assert len(collect_ember_results("gemma-3-270m", tmp_path, current_only=False)) == 3
+    s = seed_summary(table, ["acc_concept", "efficacy"]).iloc[0]
+    assert s["seeds"] == 2 and s["acc_concept_mean"] == 0.35 and abs(s["acc_concept_std"] - 0.0707107) < 1e-6
+    assert mean_std(s["acc_concept_mean"], s["acc_concept_std"]) == "0.350 ± 0.071"
+    assert mean_std(0.5, float("nan")) == "0.500" and mean_std(float("nan"), 0.1) == "—"
     assert results_dir("meta-llama/Llama-3.1-8B-Instruct", None, tmp_path).name == "meta-llama__Llama-3.1-8B-Instruct"
 
 

@@ -78,3 +78,72 @@ def test_sweep_delta_picks_by_rule_and_leaves_model_unedited():
     ev.split = "test"
     with pytest.raises(ValueError, match="train split"):
         sweep_delta(bridge, edit, ev, grid=[1])
+
+
+def test_interval_gate_lets_noise_pass_and_fails_clear_damage():
+    table = pd.DataFrame({
+        "delta":          [1.0, 10.0, 100.0],
+        "efficacy":       [0.2, 0.6, 0.9],
+        "specificity":    [0.97, 0.86, 0.70],
+        "specificity_hi": [1.0, 0.95, 0.84],   # δ=10 below the gate in point, but within noise; δ=100 clearly below
+        "coherence":      [1.0, 0.98, 0.95],
+        "coherence_hi":   [1.0, 1.0, 1.0],
+    })
+    delta, scored = select_delta(table)
+    assert list(scored["passes_gates"]) == [True, True, False] and set(scored["gate_rule"]) == {"interval"}
+    assert delta == 10.0 and scored["chosen"].tolist() == [False, True, False]
+    point_delta, point = select_delta(table.drop(columns=["specificity_hi", "coherence_hi"]))
+    assert point_delta == 1.0 and set(point["gate_rule"]) == {"point"}
+
+
+def test_choice_at_the_grid_edge_extends_the_grid_then_is_not_identified():
+    from ember_utils.methods.ember.delta import grid_edge
+    from ember_utils.methods.ember.edit import EmbeddingEdit
+
+    assert grid_edge(10.0, [1, 10]) == "upper" and grid_edge(1.0, [1, 10]) == "lower"
+    assert grid_edge(5.0, [1, 5, 10]) is None and grid_edge(None, [1, 10]) is None
+    bridge, _, _ = tiny_bridge_and_hf()
+    direction = torch.zeros(1, bridge.cfg.d_model)
+    direction[0, 0] = 1.0
+    edit = EmbeddingEdit(torch.tensor([5]), direction)
+    ev = _FakeEvaluator(bridge, 5)
+    ev.scale = 1e9  # specificity never collapses: efficacy grows up to δ = 10, then flat
+    sweep = sweep_delta(bridge, edit, ev, grid=[0.5, 1, 2], progress=False, max_extensions=2)
+    assert list(sweep.table["delta"]) == [0.5, 1, 2, 4, 8]  # two doublings beyond the top
+    assert sweep.chosen_delta == 8 and sweep.edge == "upper" and not sweep.identified
+    assert "not identified" in sweep.summary()
+    ev.scale = 2 / 5  # specificity collapses above δ = 2: the choice is inside the grid after one extension
+    inside = sweep_delta(bridge, edit, ev, grid=[0.5, 1], progress=False, max_extensions=3)
+    assert inside.chosen_delta == 2 and inside.identified and list(inside.table["delta"]) == [0.5, 1, 2, 4]
+
+
+def test_sweep_never_reads_a_test_split(fresh_tiny_bridge, monkeypatch):
+    """The real Evaluator in a sweep: every table it selects from is a train or validation split."""
+    import dataclasses
+
+    from ember_utils import data as D
+    from ember_utils.eval import Evaluator
+    from ember_utils.methods.ember.edit import EmbeddingEdit
+    from helpers.toy_data import toy_concept_and_common
+
+    bridge = fresh_tiny_bridge
+    concept, common = toy_concept_and_common(bridge)
+    as_train = {t: getattr(concept, t).assign(split="train") for t in
+                ("mc", "similar_mc", "indirect_mc", "open", "collateral_sentences", "collateral_mc", "prompts")}
+    concept = dataclasses.replace(concept, **as_train)
+    common = dataclasses.replace(common, general_mc=common.general_mc.assign(split="train"),
+                                 coherence_prompts=common.coherence_prompts.assign(split="train"),
+                                 neutral=common.neutral.assign(split=["validation", "test", "train"]))
+    read: list[str] = []
+    real = D.select_split
+    monkeypatch.setattr(D, "select_split", lambda df, split: (read.append(split), real(df, split))[1])
+    ev = Evaluator(bridge, concept, common, split="train", measure_open=False, gen_max_new_tokens=3,
+                   seamless_max_new_tokens=3, n_boot=50)
+    ids = bridge.tokenizer(" Hogwarts Harry", add_special_tokens=False)["input_ids"]
+    edit = EmbeddingEdit(torch.tensor(ids), torch.ones(len(ids), bridge.cfg.d_model))
+    sweep = sweep_delta(bridge, edit, ev, grid=[1.0, 10.0], progress=False)
+    assert len(sweep.table) == 2 and read and set(read) <= {"train", "validation"}, set(read)
+    assert set(ev.splits.values()) == {"train", "validation"} and ev.splits["neutral"] == "validation"
+    test_ev = Evaluator(bridge, concept, common, split="train", neutral_split="test", measure_open=False)
+    with pytest.raises(ValueError, match=r"must not read a test split.*\['neutral'\]"):
+        sweep_delta(bridge, edit, test_ev, grid=[1.0], progress=False)
