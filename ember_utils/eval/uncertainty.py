@@ -67,7 +67,8 @@ def _part_sizes(meas: Measurements) -> dict[str, int]:
 def paired_metric_intervals(meas: Measurements, base: Measurements, level: float = 0.95, n_boot: int = 2000,
                             seed: int = 0) -> dict[str, float]:
     """``<name>_lo`` / ``<name>_hi`` for every accuracy (``acc_*``), its difference from the unedited model
-    (``d_acc_*``), the neutral perplexity and every metric of :data:`INTERVAL_METRICS` that was measured.
+    (``d_acc_*``, with the difference itself), the neutral perplexity and every metric of
+    :data:`INTERVAL_METRICS` that was measured (these also get ``<name>_se``, the bootstrap standard error).
 
     ``meas`` and ``base`` must come from the same evaluator (the same items in the same order).
     """
@@ -83,16 +84,19 @@ def paired_metric_intervals(meas: Measurements, base: Measurements, level: float
     alpha = (1 - level) / 2
     out: dict[str, float] = {}
 
-    def bounds(name: str, values: np.ndarray) -> None:
+    def bounds(name: str, values: np.ndarray, se: bool = False) -> None:
         v = values[1:]
         v = v[np.isfinite(v)]
         out[f"{name}_lo"], out[f"{name}_hi"] = ((float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha)))
                                                 if v.size else (float("nan"), float("nan")))
+        if se:
+            out[f"{name}_se"] = float(v.std(ddof=1)) if v.size > 1 else float("nan")
 
     for key, metric in _RAW_TO_METRIC.items():
         if key in raw:
             bounds(metric, raw[key])
             if metric.startswith("acc_"):
+                out[f"d_{metric}"] = float(raw[key][0] - braw[key][0])  # row 0 = the measured items themselves
                 bounds(f"d_{metric}", raw[key] - braw[key])
     rows = []
     with warnings.catch_warnings():
@@ -102,7 +106,7 @@ def paired_metric_intervals(meas: Measurements, base: Measurements, level: float
                                         {k: float(v[b]) for k, v in braw.items()}))
     for name in INTERVAL_METRICS:
         if name in rows[0]:
-            bounds(name, np.array([r[name] for r in rows], dtype=float))
+            bounds(name, np.array([r[name] for r in rows], dtype=float), se=True)
     return out
 
 

@@ -18,7 +18,7 @@ from ..io import atomic_write_json
 from ..paths import results_dir
 
 __all__ = ["load_result_table", "load_result_json", "write_config", "collect_ember_results", "seed_summary",
-           "mean_std", "grid_summary", "RUNNER_COMMAND", "EMBER_TEST_COLUMNS"]
+           "mean_std", "grid_summary", "ember_table_markdown", "RUNNER_COMMAND", "EMBER_TEST_COLUMNS"]
 
 RUNNER_COMMAND = "python -m ember_utils.experiments.runner"
 #: Format of ``ember_seed*.json``; records of another format come from an older evaluation and are re-run.
@@ -141,3 +141,55 @@ def grid_summary(model_name: str = "gemma-3-270m", filename: str = "factorizatio
     if "tokens_per_atom" in t:
         out["tokens_per_atom"] = g["tokens_per_atom"].first()
     return out.reset_index()
+
+
+def ember_table_markdown(runs: pd.DataFrame) -> str:
+    """Markdown table of :func:`collect_ember_results`: one row per run (test split, 95 % intervals), then one row
+    per concept with mean ± std over its seeds."""
+    from ..eval.report import with_interval
+
+    def cell(r: pd.Series, k: str) -> str:
+        return with_interval(r.to_dict(), k) if r.get(k) is not None and r.get(k) == r.get(k) else "—"
+
+    head = ("| concept | seed | tokens | chosen δ | identified | concept MC before → after | indirect MC after | "
+            "efficacy | indirect efficacy | specificity | coherence | seamlessness | gates on test |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for _, r in runs.sort_values(["concept", "seed"]).iterrows():
+        edited = r["chosen_delta"] is not None and r["chosen_delta"] == r["chosen_delta"]
+        lines.append("| " + " | ".join([
+            r["concept"], str(r["seed"]), str(r["edit_tokens"]), f"{r['chosen_delta']:g}" if edited else "none",
+            ("yes" if r["identified"] else f"no ({r['edge']} edge)") if edited else "—",
+            f"{r['acc_concept_before']:.3f} → {cell(r, 'acc_concept')}" if edited else f"{r['acc_concept_before']:.3f}",
+            cell(r, "acc_indirect"), cell(r, "efficacy"), cell(r, "efficacy_indirect"), cell(r, "specificity"),
+            cell(r, "coherence"), cell(r, "seamlessness"),
+            ("pass" if r["test_passes_gates"] else "fail") if edited else "—"]) + " |")
+    cols = ["acc_concept", "acc_indirect", "efficacy", "specificity", "coherence", "seamlessness", "chosen_delta"]
+    edited_runs = runs[runs["chosen_delta"].notna()]
+    if len(edited_runs):
+        summ = seed_summary(edited_runs, cols)
+        lines.append("")
+        lines.append("| concept | seeds with an edit | " + " | ".join(f"{c} (mean ± std)" for c in cols) + " |")
+        lines.append("|---|---|" + "---|" * len(cols))
+        for _, r in summ.iterrows():
+            lines.append(f"| {r['concept']} | {r['seeds']} | " + " | ".join(
+                mean_std(r[f"{c}_mean"], r[f"{c}_std"], 2 if c == "chosen_delta" else 3) for c in cols) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ember_utils.experiments.results",
+                                     description="Print tables of committed results.")
+    parser.add_argument("table", choices=["ember"], help="which table")
+    parser.add_argument("--model", default="gemma-3-270m")
+    args = parser.parse_args(argv)
+    runs = collect_ember_results(args.model)
+    if len(runs):
+        print(ember_table_markdown(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

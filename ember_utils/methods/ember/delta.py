@@ -3,11 +3,16 @@ the rule, report on test.
 
 The rule (:func:`select_delta`):
 
-* **gates with noise**: a δ *fails* a gate when the upper end of its 95 % paired bootstrap interval for
-  specificity (or coherence) lies below ``gate`` × the unedited value, i.e. when the data say clearly that it
-  is below; a point estimate just under the gate, within the noise of a few flipped questions, does not fail;
-* among the δ that pass, the best :func:`~ember_utils.eval.metrics.harmonic_mean` of efficacy, specificity
-  and coherence wins (point estimates; ties go to the smaller δ); if none passes there is no edit;
+* **gates on every term, with noise**: specificity, coherence and each of their terms (normalized general,
+  similar-domain and other-sense accuracy, the other-sense sentence term, the neutral perplexity and fluency
+  terms, seamlessness) must reach ``gate`` × the unedited value, so the collapse of one term cannot hide in an
+  average. A δ *fails* a gate when the upper end of the term's 95 % paired bootstrap interval lies below it —
+  the data say clearly that it is below — so a point estimate just under the gate, within the noise of a few
+  flipped questions, does not fail;
+* **the smallest δ within noise of the best**: among the δ that pass, the score (harmonic mean of efficacy,
+  specificity and coherence) of the best δ minus its bootstrap standard error is the bar, and the smallest δ
+  whose score reaches it wins (the one-standard-error rule of cross-validation: noise in the score does not
+  push δ up). If none passes there is no edit;
 * a choice at either end of the grid is **not identified** (the best δ may lie beyond it): the sweep extends
   the grid in that direction (``max_extensions`` steps of the grid's end ratio) and reports the choice as
   not identified if it is still at the edge.
@@ -28,21 +33,26 @@ from .edit import EmbeddingEdit
 __all__ = ["DELTA_GRID", "DeltaSweep", "select_delta", "sweep_delta", "grid_edge"]
 
 DELTA_GRID: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 200.0)
+#: Terms gated besides specificity and coherence themselves (when the sweep table has them).
+GATED_TERMS = ("norm_general", "norm_similar", "norm_other_sense", "other_sense_text_term", "ppl_term",
+               "fluency_term", "seamlessness")
 #: Columns of the sweep table copied from each evaluation (when the evaluator measured them).
-SWEEP_COLUMNS = ("efficacy", "efficacy_lo", "efficacy_hi", "specificity", "specificity_lo", "specificity_hi",
+SWEEP_COLUMNS = tuple(dict.fromkeys(("score_se", *(f"{t}{s}" for t in GATED_TERMS for s in ("", "_hi")),
+                 "efficacy", "efficacy_lo", "efficacy_hi", "specificity", "specificity_lo", "specificity_hi",
                  "coherence", "coherence_lo", "coherence_hi", "seamlessness", "seamlessness_lo", "seamlessness_hi",
                  "efficacy_indirect", "acc_concept", "acc_concept_lo", "acc_concept_hi", "acc_indirect",
                  "acc_similar", "acc_other_sense", "acc_general", "acc_open", "perplexity", "other_sense_text_term",
-                 "lost_concept", "mcnemar_p_concept", "remeasured_fraction", "seconds")
+                 "lost_concept", "mcnemar_p_concept", "remeasured_fraction", "seconds")))
 
 
 def select_delta(table: pd.DataFrame, base_specificity: float = 1.0, base_coherence: float = 1.0,
                  gate: float = GATE) -> tuple[float | None, pd.DataFrame]:
     """Pick δ from a sweep table with columns ``delta, efficacy, specificity, coherence`` (train split) and,
-    when present, ``specificity_hi`` / ``coherence_hi`` (upper ends of their intervals; without them the point
-    estimates are gated).
+    when present, the upper ends of the intervals (``specificity_hi``, ``coherence_hi``, ``<term>_hi`` for
+    :data:`GATED_TERMS`; without them the point estimates are gated) and ``score_se`` (without it the best
+    score wins outright). See the module docstring for the rule.
 
-    Returns (δ or None, the table sorted by δ with ``passes_gates``, ``score`` and ``at_edge``).
+    Returns (δ or None, the table sorted by δ with ``passes_gates``, ``failed_gates``, ``score`` and ``chosen``).
     """
     needed = {"delta", "efficacy", "specificity", "coherence"}
     missing = needed - set(table.columns)
@@ -54,18 +64,29 @@ def select_delta(table: pd.DataFrame, base_specificity: float = 1.0, base_cohere
     for col in ("efficacy", "specificity", "coherence"):
         if t[col].isna().any():
             raise ValueError(f"Sweep table column {col!r} has NaN values.")
-    spec_up = t["specificity_hi"] if "specificity_hi" in t else t["specificity"]
-    coh_up = t["coherence_hi"] if "coherence_hi" in t else t["coherence"]
-    t["gate_rule"] = "interval" if {"specificity_hi", "coherence_hi"} <= set(t.columns) else "point"
-    t["passes_gates"] = (spec_up >= gate * base_specificity) & (coh_up >= gate * base_coherence)
+    bases = {"specificity": base_specificity, "coherence": base_coherence}
+    terms = ["specificity", "coherence"] + [k for k in GATED_TERMS if k in t.columns]
+    interval = all(f"{k}_hi" in t.columns for k in terms)
+    failed = [[] for _ in range(len(t))]
+    for k in terms:
+        upper = t[f"{k}_hi"] if interval else t[k]
+        bar = gate * bases.get(k, 1.0)
+        for i, (u, v) in enumerate(zip(upper, t[k])):
+            if v == v and u < bar:  # a NaN term (undefined for this concept) is not gated
+                failed[i].append(k)
+    t["gate_rule"] = "interval" if interval else "point"
+    t["failed_gates"] = ["+".join(f) for f in failed]
+    t["passes_gates"] = [not f for f in failed]
     t["score"] = np.array([harmonic_mean(e, s, c) if ok else 0.0 for e, s, c, ok in
                            zip(t["efficacy"], t["specificity"], t["coherence"], t["passes_gates"])], dtype=float)
     t = t.sort_values("delta", kind="stable").reset_index(drop=True)
     if (t["score"] <= 0).all():
-        return None, t.assign(chosen=False)
-    best = t["score"].max()
-    chosen = float(t.loc[t["score"] == best, "delta"].min())
-    return chosen, t.assign(chosen=t["delta"] == chosen)
+        return None, t.assign(chosen=False, score_bar=np.nan)
+    best = int(t["score"].idxmax())
+    se = float(t.loc[best, "score_se"]) if "score_se" in t.columns and t.loc[best, "score_se"] == t.loc[best, "score_se"] else 0.0
+    bar = float(t.loc[best, "score"]) - se
+    chosen = float(t.loc[(t["score"] >= bar) & t["passes_gates"], "delta"].min())
+    return chosen, t.assign(chosen=t["delta"] == chosen, score_bar=bar)
 
 
 def grid_edge(chosen: float | None, grid: Sequence[float]) -> str | None:

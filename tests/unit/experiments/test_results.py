@@ -28,6 +28,10 @@ def test_collect_ember_results_reads_runner_output(tmp_path):
     assert s["seeds"] == 2 and s["acc_concept_mean"] == 0.35 and abs(s["acc_concept_std"] - 0.0707107) < 1e-6
     assert mean_std(s["acc_concept_mean"], s["acc_concept_std"]) == "0.350 ± 0.071"
     assert mean_std(0.5, float("nan")) == "0.500" and mean_std(float("nan"), 0.1) == "—"
+    from ember_utils.experiments.results import ember_table_markdown
+
+    md = ember_table_markdown(table)
+    assert "| harry_potter | 0 |" in md and "0.300 [0.200, 0.400]" in md and "0.350 ± 0.071" in md
     assert results_dir("meta-llama/Llama-3.1-8B-Instruct", None, tmp_path).name == "meta-llama__Llama-3.1-8B-Instruct"
 
 

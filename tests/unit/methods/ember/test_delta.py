@@ -147,3 +147,26 @@ def test_sweep_never_reads_a_test_split(fresh_tiny_bridge, monkeypatch):
     test_ev = Evaluator(bridge, concept, common, split="train", neutral_split="test", measure_open=False)
     with pytest.raises(ValueError, match=r"must not read a test split.*\['neutral'\]"):
         sweep_delta(bridge, edit, test_ev, grid=[1.0], progress=False)
+
+
+def test_every_term_is_gated_and_the_smallest_delta_within_noise_wins():
+    table = pd.DataFrame({
+        "delta":            [2.0, 5.0, 10.0, 100.0],
+        "efficacy":         [0.4, 0.6, 0.65, 0.97],
+        "specificity":      [0.95, 0.93, 0.92, 0.90],
+        "specificity_hi":   [1.0, 1.0, 1.0, 0.99],
+        "coherence":        [0.98, 0.94, 0.93, 0.80],
+        "coherence_hi":     [1.0, 1.0, 0.99, 0.95],   # coherence alone lets δ=100 through ...
+        "seamlessness":     [0.97, 0.85, 0.80, 0.53],
+        "seamlessness_hi":  [1.0, 0.97, 0.93, 0.86],  # ... its seamlessness term clearly does not
+        "score_se":         [0.05, 0.05, 0.06, 0.07],
+    })
+    delta, scored = select_delta(table)
+    assert scored.loc[scored.delta == 100.0, "failed_gates"].item() == "seamlessness"
+    assert list(scored["passes_gates"]) == [True, True, True, False]
+    # best passing: δ=10 (score 0.77); its score minus one standard error (0.71) is reached by δ=5 (0.74) already
+    best = scored.loc[scored.delta == 10.0, "score"].item()
+    assert scored["score_bar"].iloc[0] == pytest.approx(best - 0.06)
+    assert delta == 5.0 and scored.loc[scored.delta == 5.0, "score"].item() >= best - 0.06
+    no_se, _ = select_delta(table.drop(columns="score_se"))
+    assert no_se == 10.0  # without a standard error the best score wins outright
