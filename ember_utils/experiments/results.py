@@ -18,7 +18,7 @@ from ..io import atomic_write_json
 from ..paths import results_dir
 
 __all__ = ["load_result_table", "load_result_json", "write_config", "collect_ember_results", "seed_summary",
-           "mean_std", "grid_summary", "ember_table_markdown", "RUNNER_COMMAND", "EMBER_TEST_COLUMNS"]
+           "mean_std", "test_gate_failures", "grid_summary", "ember_table_markdown", "RUNNER_COMMAND", "EMBER_TEST_COLUMNS"]
 
 RUNNER_COMMAND = "python -m ember_utils.experiments.runner"
 #: Format of ``ember_seed*.json``; records of another format come from an older evaluation and are re-run.
@@ -70,11 +70,13 @@ def collect_ember_results(model_name: str = "gemma-3-270m", root: str | Path | N
         if current_only and rec.get("format") != EMBER_RECORD_FORMAT:
             continue
         before, after = rec.get("test_unedited") or {}, rec.get("test_edited") or {}
+        failed = test_gate_failures(after, rec.get("gate", 0.9)) if after else None
         row = {"concept": rec["concept"], "seed": rec["seed"], "fast": rec.get("fast", False),
                "format": rec.get("format", "v1"), "selected_atoms": len(rec.get("selected_atoms", [])),
                "edit_tokens": rec.get("n_edit_tokens", 0), "chosen_delta": rec.get("chosen_delta"),
                "edge": rec.get("edge"), "identified": rec.get("identified"),
-               "test_passes_gates": rec.get("test_passes_gates"),
+               "test_passes_gates": (not failed) if failed is not None else None,
+               "test_failed_gates": "+".join(failed) if failed else "",
                "norm_ratio_chosen": rec.get("norm_ratio_at_chosen_delta"),
                "norm_ratio_200": (rec.get("norm_ratio_at_report_delta") or {}).get("median")}
         for k in ("acc_concept", "acc_indirect", "acc_similar", "acc_other_sense", "acc_general", "acc_open"):
@@ -90,6 +92,19 @@ def collect_ember_results(model_name: str = "gemma-3-270m", root: str | Path | N
     if not rows:
         print(f"No EMBER results under {base} yet: run `{RUNNER_COMMAND} ember --concept ...`.")
     return pd.DataFrame(rows)
+
+
+def test_gate_failures(metrics: dict, gate: float = 0.9) -> list[str]:
+    """The gates of the δ rule applied to a test result: the terms (specificity, coherence and each of their
+    terms) whose 95 % interval lies entirely below ``gate``."""
+    from ..methods.ember.delta import GATED_TERMS
+
+    out = []
+    for term in ("specificity", "coherence", *GATED_TERMS):
+        v, hi = metrics.get(term), metrics.get(f"{term}_hi", metrics.get(term))
+        if v is not None and v == v and hi is not None and hi < gate:
+            out.append(term)
+    return out
 
 
 def seed_summary(table: pd.DataFrame, columns: Sequence[str], by: str = "concept") -> pd.DataFrame:
@@ -163,7 +178,7 @@ def ember_table_markdown(runs: pd.DataFrame) -> str:
             f"{r['acc_concept_before']:.3f} → {cell(r, 'acc_concept')}" if edited else f"{r['acc_concept_before']:.3f}",
             cell(r, "acc_indirect"), cell(r, "efficacy"), cell(r, "efficacy_indirect"), cell(r, "specificity"),
             cell(r, "coherence"), cell(r, "seamlessness"),
-            ("pass" if r["test_passes_gates"] else "fail") if edited else "—"]) + " |")
+            ("pass" if r["test_passes_gates"] else f"fail ({r['test_failed_gates']})") if edited else "—"]) + " |")
     cols = ["acc_concept", "acc_indirect", "efficacy", "specificity", "coherence", "seamlessness", "chosen_delta"]
     edited_runs = runs[runs["chosen_delta"].notna()]
     if len(edited_runs):

@@ -22,7 +22,7 @@ import pandas as pd
 from ..io import atomic_write_json, atomic_write_text
 from ..paths import results_dir
 from ..profiles import run_profile
-from .results import EMBER_RECORD_FORMAT, write_config
+from .results import EMBER_RECORD_FORMAT, test_gate_failures, write_config
 
 __all__ = ["run_factorization_grid", "run_ember", "ember_done", "main", "EMBER_RECORD_FORMAT"]
 
@@ -69,14 +69,11 @@ NORM_REPORT_DELTA = 200.0
 
 
 def _gates_on_test(metrics: dict, gate: float) -> dict:
-    """Whether a test result passes the specificity and coherence gates, by the interval rule of the δ sweep
-    (upper end of the 95 % interval ≥ gate) and by the point estimate."""
-    out = {}
-    for term in ("specificity", "coherence"):
-        out[f"test_{term}_passes_interval"] = bool(metrics.get(f"{term}_hi", metrics[term]) >= gate)
-        out[f"test_{term}_passes_point"] = bool(metrics[term] >= gate)
-    out["test_passes_gates"] = out["test_specificity_passes_interval"] and out["test_coherence_passes_interval"]
-    return out
+    """The δ rule's gates applied to the test result (interval rule on every term), and the point-estimate view."""
+    failed = test_gate_failures(metrics, gate)
+    return {"test_passes_gates": not failed, "test_failed_gates": "+".join(failed),
+            "test_specificity_passes_point": bool(metrics["specificity"] >= gate),
+            "test_coherence_passes_point": bool(metrics["coherence"] >= gate)}
 
 
 def run_ember(concept: str, seed: int = 0, model_name: str = "gemma-3-270m", fast: bool = False,
