@@ -99,6 +99,8 @@ def run_ember(concept: str, seed: int = 0, model_name: str = "gemma-3-270m", fas
     atoms = fit_concept_atoms(model, c.sentences, common.neutral_texts("train"), concept, seed=seed,
                               **profile.factorization)
     folder = results_dir(model_name, concept, root)
+    for stale in (f"delta_sweep_seed{seed}.csv", f"edit_seed{seed}.safetensors"):  # outputs of an earlier run
+        (folder / stale).unlink(missing_ok=True)
     record: dict[str, Any] = {"format": EMBER_RECORD_FORMAT, "concept": concept, "seed": seed, "model": model_name,
                               "fast": fast, "n_vocab": len(atoms.vocab), "vocab_labels": atoms.vocab.summary().to_dict(),
                               "n_atoms": atoms.factorization.n_atoms, "sparsity": atoms.factorization.sparsity,

@@ -51,3 +51,18 @@ def test_grid_summary_counts_fits_with_an_atom(tmp_path):
     assert s.loc[200, "fits_with_atom"] == 2 and s.loc[200, "concepts_with_atom"] == 2
     assert s.loc[200, "median_top_ratio"] == 25.0
     assert grid_summary("gemma-3-270m", root=tmp_path / "none").empty
+
+
+def test_runner_resumes_only_current_records(tmp_path):
+    from ember_utils.experiments.results import EMBER_RECORD_FORMAT
+    from ember_utils.experiments.runner import ember_done
+    from ember_utils.paths import results_dir
+
+    folder = results_dir("gemma-3-270m", "harry_potter", tmp_path)
+    folder.mkdir(parents=True)
+    assert not ember_done("harry_potter", 0, root=tmp_path)
+    (folder / "ember_seed0.json").write_text(json.dumps({"format": EMBER_RECORD_FORMAT, "fast": False}))
+    (folder / "ember_seed1.json").write_text(json.dumps({"format": "v1-or-none", "fast": False}))
+    (folder / "ember_seed2.json").write_text("{truncated")
+    assert ember_done("harry_potter", 0, root=tmp_path) and not ember_done("harry_potter", 0, root=tmp_path, fast=True)
+    assert not ember_done("harry_potter", 1, root=tmp_path) and not ember_done("harry_potter", 2, root=tmp_path)
