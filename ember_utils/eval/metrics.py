@@ -23,14 +23,17 @@ from typing import Any
 CHANCE = 0.25
 
 
-def normalized_accuracy(acc: float, acc_base: float, chance: float = CHANCE) -> float:
-    """(acc − chance) / (acc_base − chance), clipped to [0, 1]; NaN (with a warning) if acc_base ≤ chance."""
+def normalized_accuracy(acc: float, acc_base: float, chance: float = CHANCE, warn: bool = True) -> float:
+    """(acc − chance) / (acc_base − chance), clipped to [0, 1]; NaN (with a warning unless ``warn`` is False) if
+    acc_base ≤ chance."""
     for name, v in (("acc", acc), ("acc_base", acc_base)):
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return float("nan")
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {v}.")
     if acc_base - chance <= 0:
+        if not warn:
+            return float("nan")
         warnings.warn(f"Unedited accuracy {acc_base:.3f} is not above chance {chance}: normalized accuracy undefined.",
                       stacklevel=2)
         return float("nan")
@@ -77,7 +80,8 @@ def compute_metrics(acc: dict[str, float], base: dict[str, float], chance: float
 
     out: dict[str, Any] = {}
     mc_sets = ["concept", "similar", "general"] + [k for k in ("indirect", "other_sense") if has(k)]
-    norm = {k: normalized_accuracy(acc[k], base[k], chance) for k in mc_sets}
+    # the indirect set is reported only (often near chance on a small model): NaN there is expected, not a warning
+    norm = {k: normalized_accuracy(acc[k], base[k], chance, warn=k != "indirect") for k in mc_sets}
     out.update({f"norm_{k}": v for k, v in norm.items()})
     out["efficacy"] = 1.0 - norm["concept"]
     if "indirect" in norm:

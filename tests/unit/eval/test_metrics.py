@@ -88,3 +88,15 @@ def test_selection_score():
     assert E.selection_score(0.8, 0.89, 1.0) == 0.0
     assert E.selection_score(0.8, 1.0, 0.85) == 0.0
     assert math.isnan(E.selection_score(float("nan"), 1.0, 1.0))
+
+
+def test_indirect_set_at_chance_is_nan_without_a_warning():
+    import warnings
+
+    base = {"concept": 0.75, "similar": 0.65, "general": 0.45, "perplexity": 10.0, "fluency": -2.0, "indirect": 0.125}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = E.compute_metrics(base, base)
+    assert math.isnan(m["efficacy_indirect"]) and m["efficacy"] == 0.0
+    with pytest.warns(UserWarning, match="not above chance"):
+        E.compute_metrics({**base, "similar": 0.2}, {**base, "similar": 0.2})
