@@ -204,23 +204,24 @@ class Evaluator:
 
     def _input_tokens(self) -> dict[str, Any]:
         """Token ids of every input the evaluator feeds the model (cached): per MC set a set per question,
-        per open question / sentence a set, per generation prompt the id list."""
+        per sentence a set, per generation prompt (open, coherence, seamlessness) the id list."""
         if self._inputs is None:
             tok = self.tokenizer
             self._inputs = {
                 "mc": {which: [set(p).union(*(set(b) for b in bs))
                                for p, bs in _mc_items(q, tok, self.mc_prompt_template, self.mc_option_template)]
                        for which, q in self.questions.items()},
-                "open": [set(_encode_prompt(tok, self.open_prompt_template.format(question=q)))
-                         for q in self.open_questions["question"]],
                 "neutral": [set(_encode_prompt(tok, t)) for t in self.neutral_texts],
                 "collateral": [set(_encode_prompt(tok, t)) for t in self.collateral_texts],
-                "coherence": [_encode_prompt(tok, p) for p in self._generation_prompts("coherence")],
-                "seamless": [_encode_prompt(tok, p) for p in self._generation_prompts("seamlessness")],
+                **{part: [_encode_prompt(tok, p) for p in self._generation_prompts(part)]
+                   for part in ("open", "coherence", "seamlessness")},
             }
         return self._inputs
 
     def _generation_prompts(self, part: str) -> list[str]:
+        """The prompt texts of a generation part ('open', 'coherence' or 'seamlessness')."""
+        if part == "open":
+            return [self.open_prompt_template.format(question=q) for q in self.open_questions["question"]]
         if part == "coherence":
             return [self.coherence_prompt_template.format(prompt=p) for p in self.prompts["prompt"]]
         return [] if self.seamless_prompts is None else list(self.seamless_prompts["prompt"])
@@ -265,12 +266,8 @@ class Evaluator:
         about the same for 8 rows as for 40 on a CPU), each row cut to its part's length afterwards (greedy
         tokens do not depend on how many more are generated)."""
         settings = self._generation_settings()
-        inputs = self._input_tokens()
-        prompts = {"coherence": self._generation_prompts("coherence"),
-                   "seamlessness": self._generation_prompts("seamlessness"),
-                   "open": [self.open_prompt_template.format(question=q) for q in self.open_questions["question"]]}
-        p_ids = {"coherence": inputs["coherence"], "seamlessness": inputs["seamless"],
-                 "open": [_encode_prompt(self.tokenizer, p) for p in prompts["open"]]}
+        prompts = {part: self._generation_prompts(part) for part in settings}
+        p_ids = {part: self._input_tokens()[part] for part in settings}
         ref_rows = {"coherence": ref.generations if ref is not None else None,
                     "seamlessness": ref.seamless if ref is not None else None,
                     "open": ref.open if ref is not None and len(ref.open) == len(self.open_questions) else None}

@@ -26,6 +26,7 @@ import pandas as pd
 
 from ._hf import _encode_prompt, _resolve
 from .likelihood import continuation_logprobs
+from .metrics import harmonic_mean
 
 __all__ = ["NEUTRAL_PREFIX", "MIN_ZIPF", "REPETITION_N", "repetition_rate", "real_word_share",
            "score_continuations", "score_texts", "seamlessness_terms"]
@@ -99,10 +100,9 @@ def score_texts(model: Any, texts: Sequence[str], *, tokenizer: Any = None, **kw
 def seamlessness_terms(fluency: float, repetition: float, word_share: float, fluency_base: float,
                        repetition_base: float, word_share_base: float) -> dict[str, float]:
     """The three terms against the unedited model (each capped at 1) and ``seamlessness``, their harmonic mean."""
-    from .metrics import harmonic_mean
-
     flu = min(1.0, math.exp(fluency - fluency_base))
     rep = 1.0 if repetition <= repetition_base else (1.0 - repetition) / max(1e-12, 1.0 - repetition_base)
+    rep = max(0.0, min(1.0, rep))
     words = 1.0 if word_share >= word_share_base else word_share / word_share_base
-    return {"seamless_fluency_term": flu, "seamless_repetition_term": max(0.0, min(1.0, rep)),
-            "seamless_word_term": words, "seamlessness": harmonic_mean(flu, max(0.0, min(1.0, rep)), words)}
+    return {"seamless_fluency_term": flu, "seamless_repetition_term": rep, "seamless_word_term": words,
+            "seamlessness": harmonic_mean(flu, rep, words)}

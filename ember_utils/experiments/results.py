@@ -97,14 +97,9 @@ def collect_ember_results(model_name: str = "gemma-3-270m", root: str | Path | N
 def test_gate_failures(metrics: dict, gate: float = 0.9) -> list[str]:
     """The gates of the δ rule applied to a test result: the terms (specificity, coherence and each of their
     terms) whose 95 % interval lies entirely below ``gate``."""
-    from ..methods.ember.delta import GATED_TERMS
+    from ..methods.ember.delta import gate_failures
 
-    out = []
-    for term in ("specificity", "coherence", *GATED_TERMS):
-        v, hi = metrics.get(term), metrics.get(f"{term}_hi", metrics.get(term))
-        if v is not None and v == v and hi is not None and hi < gate:
-            out.append(term)
-    return out
+    return gate_failures(metrics, gate)
 
 
 def seed_summary(table: pd.DataFrame, columns: Sequence[str], by: str = "concept") -> pd.DataFrame:

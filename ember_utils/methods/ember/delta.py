@@ -19,7 +19,7 @@ The rule (:func:`select_delta`):
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ...eval.metrics import GATE, harmonic_mean
 from .edit import EmbeddingEdit
 
-__all__ = ["DELTA_GRID", "DeltaSweep", "select_delta", "sweep_delta", "grid_edge"]
+__all__ = ["DELTA_GRID", "DeltaSweep", "select_delta", "sweep_delta", "gate_failures", "grid_edge"]
 
 DELTA_GRID: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 200.0)
 #: Terms gated besides specificity and coherence themselves (when the sweep table has them).
@@ -67,13 +67,7 @@ def select_delta(table: pd.DataFrame, base_specificity: float = 1.0, base_cohere
     bases = {"specificity": base_specificity, "coherence": base_coherence}
     terms = ["specificity", "coherence"] + [k for k in GATED_TERMS if k in t.columns]
     interval = all(f"{k}_hi" in t.columns for k in terms)
-    failed = [[] for _ in range(len(t))]
-    for k in terms:
-        upper = t[f"{k}_hi"] if interval else t[k]
-        bar = gate * bases.get(k, 1.0)
-        for i, (u, v) in enumerate(zip(upper, t[k])):
-            if v == v and u < bar:  # a NaN term (undefined for this concept) is not gated
-                failed[i].append(k)
+    failed = [gate_failures(row, gate, bases, use_intervals=interval) for row in t.to_dict(orient="records")]
     t["gate_rule"] = "interval" if interval else "point"
     t["failed_gates"] = ["+".join(f) for f in failed]
     t["passes_gates"] = [not f for f in failed]
@@ -87,6 +81,24 @@ def select_delta(table: pd.DataFrame, base_specificity: float = 1.0, base_cohere
     bar = float(t.loc[best, "score"]) - se
     chosen = float(t.loc[(t["score"] >= bar) & t["passes_gates"], "delta"].min())
     return chosen, t.assign(chosen=t["delta"] == chosen, score_bar=bar)
+
+
+def gate_failures(metrics: Mapping[str, Any], gate: float = GATE, bases: Mapping[str, float] | None = None,
+                  use_intervals: bool = True) -> list[str]:
+    """The gated terms (specificity, coherence, :data:`GATED_TERMS`) that fail for one result or sweep row: the
+    upper end of the term's interval (``<term>_hi``; the estimate itself without ``use_intervals`` or when there
+    is no interval) lies below ``gate`` × its unedited value (``bases``, default 1). Missing or NaN terms (undefined
+    for this concept) are not gated."""
+    bases = bases or {}
+    out = []
+    for k in ("specificity", "coherence", *GATED_TERMS):
+        v = metrics.get(k)
+        if v is None or v != v:
+            continue
+        upper = metrics.get(f"{k}_hi", v) if use_intervals else v
+        if upper is not None and upper < gate * bases.get(k, 1.0):
+            out.append(k)
+    return out
 
 
 def grid_edge(chosen: float | None, grid: Sequence[float]) -> str | None:
