@@ -9,6 +9,7 @@ score. :func:`flip_tests` adds McNemar's test per MC set.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -136,4 +137,47 @@ def named_breakdown(state_correct: Any, base_correct: Any, named: Any, prefix: s
         out[f"base_acc_{prefix}_{label}"] = float(b[mask].mean()) if mask.any() else float("nan")
     drop = int(b.sum()) - int(a.sum())
     out[f"{prefix}_drop_share_unnamed"] = ((int(b[~m].sum()) - int(a[~m].sum())) / drop) if drop > 0 else float("nan")
+    return out
+
+
+#: metrics whose difference between two states :func:`paired_difference_intervals` reports
+DIFFERENCE_METRICS = ("acc_concept", "acc_indirect", "efficacy", "specificity", "coherence", "seamlessness", "score")
+
+
+def paired_difference_intervals(meas_a: Measurements, meas_b: Measurements, base: Measurements,
+                                metrics: Sequence[str] = DIFFERENCE_METRICS, level: float = 0.95,
+                                n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """B − A for each metric (``diff_<m>``, ``diff_<m>_lo``/``_hi``), with the same bootstrap draw of items for A,
+    B and the unedited model (e.g. A = ELM, B = ELM+EMBER: does adding the edit change efficacy, and at what
+    cost?). All three must come from the same evaluator."""
+    sizes = _part_sizes(base)
+    if _part_sizes(meas_a) != sizes or _part_sizes(meas_b) != sizes:
+        raise ValueError("The two states and the unedited model were measured on different items; use results of "
+                         "the same Evaluator.")
+    rng = np.random.default_rng(seed)
+    idx = {part: _draws(n, n_boot, rng) for part, n in sizes.items()}
+    ra, rb, rbase = (_resampled_raw(m, idx) for m in (meas_a, meas_b, base))
+    alpha = (1 - level) / 2
+    values: dict[str, list[float]] = {m: [] for m in metrics}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for b in range(n_boot + 1):
+            base_b = {k: float(v[b]) for k, v in rbase.items()}
+            ma = compute_metrics({k: float(v[b]) for k, v in ra.items()}, base_b)
+            mb = compute_metrics({k: float(v[b]) for k, v in rb.items()}, base_b)
+            for m in metrics:
+                if m.startswith("acc_"):
+                    key = m[4:]
+                    va = float(ra[key][b]) if key in ra else float("nan")
+                    vb = float(rb[key][b]) if key in rb else float("nan")
+                else:
+                    va, vb = ma.get(m, float("nan")), mb.get(m, float("nan"))
+                values[m].append(vb - va)
+    out: dict[str, float] = {}
+    for m, vals in values.items():
+        arr = np.asarray(vals, dtype=float)
+        out[f"diff_{m}"] = float(arr[0])
+        rest = arr[1:][np.isfinite(arr[1:])]
+        out[f"diff_{m}_lo"], out[f"diff_{m}_hi"] = ((float(np.quantile(rest, alpha)), float(np.quantile(rest, 1 - alpha)))
+                                                    if rest.size else (float("nan"), float("nan")))
     return out

@@ -7,6 +7,8 @@ Usage::
 
     python -m ember_utils.experiments.runner factorization-grid --concept harry_potter
     python -m ember_utils.experiments.runner ember --concept harry_potter world_war_ii --seeds 0 1 2
+    python -m ember_utils.experiments.runner settings-sweep --method elm rmu
+    python -m ember_utils.experiments.runner compare --concept harry_potter --seeds 0 1 2
 """
 from __future__ import annotations
 
@@ -177,10 +179,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--fast", action="store_true")
     e.add_argument("--redo", action="store_true", help="re-run seeds that already have a current record "
                    "(default: skip them, so an interrupted grid resumes where it stopped)")
+    s = sub.add_parser("settings-sweep", help="validation sweep of the ELM / RMU CPU settings (default concept)")
+    s.add_argument("--method", nargs="+", choices=["elm", "rmu"], default=["elm", "rmu"])
+    s.add_argument("--concept", default="harry_potter")
+    s.add_argument("--model", default="gemma-3-270m")
+    s.add_argument("--fast", action="store_true")
+    c = sub.add_parser("compare", help="unedited / EMBER / ELM / ELM+EMBER / RMU / RMU+EMBER on the test split")
+    c.add_argument("--concept", nargs="+", default=["harry_potter"])
+    c.add_argument("--seeds", type=int, nargs="+", default=[0])
+    c.add_argument("--model", default="gemma-3-270m")
+    c.add_argument("--fast", action="store_true")
+    c.add_argument("--redo", action="store_true", help="re-run seeds that already have a record")
     args = parser.parse_args(argv)
     from ..models import load_model
 
     model = load_model(args.model)
+    if args.command == "settings-sweep":
+        from .compare import run_settings_sweep
+
+        for method in args.method:
+            table = run_settings_sweep(method, args.model, args.concept, model=model, fast=args.fast)
+            print(table.to_string(), flush=True)
+        return 0
+    if args.command == "compare":
+        from .compare import comparison_done, run_comparison, write_comparison
+
+        baselines: dict = {}
+        for concept in args.concept:
+            for seed in args.seeds:
+                if not args.redo and comparison_done(concept, seed, args.model, fast=args.fast):
+                    print(f"{concept} seed {seed}: comparison exists, skipped (--redo re-runs it)", flush=True)
+                    continue
+                rec = run_comparison(concept, seed, args.model, args.fast, model=model, baselines=baselines)
+                print(f"{concept} seed {seed}: done in {rec['seconds']:.0f} s", flush=True)
+            if not args.fast:
+                print(write_comparison(concept, args.model).round(3).to_string(), flush=True)
+        return 0
     if args.command == "factorization-grid":
         for concept in args.concept:
             print(run_factorization_grid(concept, args.ks, args.sparsities, args.model, args.seeds, model=model,

@@ -20,7 +20,7 @@ import torch
 
 from .weight_patch import WeightPatch, named_parameters_plain
 
-__all__ = ["RMUConfig", "RMUResult", "RMU_PRESETS", "rmu_config_for", "train_rmu", "layer_activations",
+__all__ = ["RMUConfig", "RMUResult", "RMU_PRESETS", "rmu_config_for", "train_rmu", "layer_activations", "activation_shift",
            "rmu_losses"]
 
 
@@ -217,3 +217,27 @@ def train_rmu(bridge: Any, forget_texts: Sequence[str], retain_texts: Sequence[s
     timings["total_s"] = timings.get("frozen_activations_s", 0.0) + timings.get("train_s", 0.0)
     patch = WeightPatch(trained, meta={"method": "RMU", "config": cfg.to_dict(), "steering_norm": c})
     return RMUResult(patch, pd.DataFrame(rows), target, timings, cfg)
+
+
+def activation_shift(bridge: Any, result: RMUResult, texts: dict[str, Sequence[str]],
+                     state: Any = None) -> pd.DataFrame:
+    """Per group of texts (e.g. ``{"forget": ..., "retain": ...}``): mean distance of the layer-ℓ activations to
+    c·u before and after RMU, and how far they moved (mean ‖h − h⁰‖), over the non-``<bos>`` tokens. ``state``:
+    the trained state to measure (default ``result.patch``; pass e.g. a stack with an EMBER edit)."""
+    cfg, target = result.config, result.steering_vector
+    state = state if state is not None else result.patch
+    rows = []
+    for group, group_texts in texts.items():
+        ids, att = _batch(bridge.tokenizer, list(group_texts), cfg.max_length)
+        mask = _content_mask(att).bool()
+        with torch.no_grad():
+            before = layer_activations(bridge, ids, att, cfg.layer)
+            with state.applied_to(bridge):
+                after = layer_activations(bridge, ids, att, cfg.layer)
+        t = target.to(before.dtype)
+        rows.append({"texts": group, "n_tokens": int(mask.sum()),
+                     "dist_to_cu_before": float((before[mask] - t).norm(dim=-1).mean()),
+                     "dist_to_cu_after": float((after[mask] - t).norm(dim=-1).mean()),
+                     "moved": float((after[mask] - before[mask]).norm(dim=-1).mean()),
+                     "norm_before": float(before[mask].norm(dim=-1).mean())})
+    return pd.DataFrame(rows)

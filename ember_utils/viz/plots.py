@@ -12,7 +12,8 @@ import torch
 
 from ..methods.ember.vocab import CONCEPT, NEUTRAL, SHARED, VocabSlice
 
-__all__ = ["code_heatmap", "loss_curve_plot", "ratio_plot", "vocab_map", "delta_sweep_plot", "before_after_plot"]
+__all__ = ["code_heatmap", "loss_curve_plot", "ratio_plot", "vocab_map", "delta_sweep_plot", "before_after_plot",
+           "comparison_plot"]
 
 LABEL_COLORS = {CONCEPT: "#c0392b", SHARED: "#7f8c8d", NEUTRAL: "#2980b9"}
 
@@ -140,3 +141,29 @@ def before_after_plot(frame: pd.DataFrame, value: str = "accuracy", ax: Any = No
     ax.set(xlabel="", ylabel=value, title="Before and after the edit (test split; bars: 95 % intervals)")
     ax.legend(fontsize=8)
     return ax
+
+
+def comparison_plot(table: pd.DataFrame, columns: Sequence[str] = ("acc_concept", "acc_indirect", "efficacy",
+                                                                   "specificity", "coherence", "score"),
+                    ax: Any = None, title: str = "") -> Any:
+    """Grouped bars, one group per metric and one bar per method (rows of a comparison table); error bars are
+    the std over seeds (``<col>_std``) or, with one seed, its 95 % interval (``<col>_lo/_hi``)."""
+    fig, ax = (None, ax) if ax is not None else plt.subplots(figsize=(8, 3.4))
+    methods = list(table["method"])
+    width = 0.8 / max(1, len(methods))
+    for j, (_, row) in enumerate(table.iterrows()):
+        x = np.arange(len(columns)) + (j - (len(methods) - 1) / 2) * width
+        vals = np.array([row.get(c, np.nan) for c in columns], dtype=float)
+        if all(f"{c}_std" in row and row[f"{c}_std"] == row[f"{c}_std"] for c in columns):
+            err = np.array([row[f"{c}_std"] for c in columns], dtype=float)
+        elif all(f"{c}_lo" in row and row[f"{c}_lo"] == row[f"{c}_lo"] for c in columns):
+            err = np.vstack([vals - np.array([row[f"{c}_lo"] for c in columns], dtype=float),
+                             np.array([row[f"{c}_hi"] for c in columns], dtype=float) - vals]).clip(min=0)
+        else:
+            err = None
+        ax.bar(x, vals, width, yerr=err, capsize=2, label=f"{row['method']} (n={int(row.get('n_seeds', 1))})")
+    ax.set_xticks(np.arange(len(columns)), [c.replace("acc_", "MC ") for c in columns], fontsize=8)
+    ax.axhline(0.25, color="grey", ls=":", lw=1)
+    ax.set(ylim=(0, 1.1), ylabel="test split", title=title or "Comparison (error bars: std over seeds or 95 % interval)")
+    ax.legend(fontsize=7, ncol=3)
+    return fig if fig is not None else ax.figure

@@ -34,8 +34,6 @@ class PrefixPair:
         for kind, p in (("expert", self.expert), ("novice", self.novice)):
             if not isinstance(p, str) or not p.strip():
                 raise ValueError(f"The {kind} prefix is empty.")
-        if "{concept}" not in self.expert:
-            raise ValueError(f"The expert prefix must name the concept with '{{concept}}': {self.expert!r}.")
 
     def format(self, concept: str) -> tuple[str, str]:
         return self.expert.format(concept=concept), self.novice.format(concept=concept)

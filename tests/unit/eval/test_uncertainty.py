@@ -69,3 +69,27 @@ def test_flip_tests_and_named_breakdown():
     with pytest.raises(ValueError, match="paired"):
         named_breakdown(after["concept"][:5], sets["concept"], named)
     del rng
+
+
+def test_paired_difference_between_two_states():
+    from ember_utils.eval.uncertainty import paired_difference_intervals
+
+    rng = np.random.default_rng(2)
+    n = 300
+    base_sets = {"concept": np.r_[np.ones(180), np.zeros(120)], "similar": rng.random(n) < 0.7,
+                 "general": rng.random(n) < 0.6}
+    a_sets = dict(base_sets, concept=base_sets["concept"].copy())
+    a_sets["concept"][:30] = 0  # A loses 30 right answers
+    b_sets = dict(a_sets, concept=a_sets["concept"].copy())
+    b_sets["concept"][30:75] = 0  # B loses 45 more
+    lp, glp = -rng.uniform(20, 40, 50), -rng.uniform(1, 3, 20)
+    base, a, b = (_meas(s, lp, glp) for s in (base_sets, a_sets, b_sets))
+    d = paired_difference_intervals(a, b, base, n_boot=1000)
+    assert d["diff_acc_concept"] == pytest.approx(-45 / n)
+    assert d["diff_acc_concept_hi"] < 0 and d["diff_efficacy_lo"] > 0  # B erases more, and not within noise
+    assert d["diff_specificity"] == pytest.approx(0.0, abs=1e-12) and d["diff_specificity_lo"] == d["diff_specificity_hi"]
+    same = paired_difference_intervals(a, a, base, n_boot=200)
+    assert all(same[f"diff_{m}"] == 0 for m in ("acc_concept", "efficacy", "coherence"))
+    with pytest.raises(ValueError, match="different items"):
+        paired_difference_intervals(a, _meas(_sets(rng, 10, {"concept": .5, "similar": .5, "general": .5}), lp, glp),
+                                    base)

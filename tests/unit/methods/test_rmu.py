@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ember_utils.methods.rmu import RMUConfig, _batch, _content_mask, layer_activations, train_rmu
+from ember_utils.methods.rmu import RMUConfig, _batch, _content_mask, activation_shift, layer_activations, train_rmu
 from helpers.tiny_models import PRESET_ARCHITECTURES, boot_bridge_as, bpe_tokenizer, build_tiny_bridge
 
 FORGET = ["Harry Potter is a wizard at Hogwarts", "the wand of the wizard Harry", "Hogwarts is a school of magic"]
@@ -52,6 +52,10 @@ def test_rmu_moves_forget_activations_toward_cu_and_keeps_retain_ones():
     assert r_shift < 0.25 * (f_before - f_after), (r_shift, f_before, f_after)
     h = res.history
     assert h["forget"].iloc[-5:].mean() < h["forget"].iloc[:5].mean()
+    shift = activation_shift(bridge, res, {"forget": FORGET, "retain": RETAIN}).set_index("texts")
+    assert shift.loc["forget", "dist_to_cu_after"] == pytest.approx(f_after, rel=1e-4)
+    assert shift.loc["forget", "dist_to_cu_before"] == pytest.approx(f_before, rel=1e-4)
+    assert shift.loc["retain", "moved"] == pytest.approx(r_shift, rel=1e-4)
     assert set(res.patch.weights) == {"model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"}
 
 

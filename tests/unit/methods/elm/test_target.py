@@ -123,3 +123,21 @@ def test_guided_continuation_equals_step_by_step_guided_greedy(tiny_bridge):
             if seq[-1] == tok.eos_token_id:
                 break
         assert conts[i] == seq
+
+
+def test_token_gaps_and_top_tokens_agree_with_the_target(tiny_bridge):
+    from ember_utils.methods.elm.explain import target_top_tokens, token_gaps
+
+    gaps = token_gaps(tiny_bridge, TEXTS[0], PAIR, "Hogwarts", eta=3.0, ramp=2, top_k=7)
+    got = teacher_targets(tiny_bridge, TEXTS[:1], [PAIR], "Hogwarts", eta=3.0, temperature=1.2, top_k=7, ramp=2)
+    ids = got.text_ids[0]
+    assert len(gaps) == len(ids)
+    np.testing.assert_allclose(gaps["gap"], gaps["logp_expert"] - gaps["logp_novice"], atol=1e-6)
+    for t, token in enumerate(ids):
+        hit = (got.indices[0][t] == token).nonzero()
+        want = float(got.probs[0][t, hit[0, 0]]) if len(hit) else 0.0
+        assert gaps["p_target"].iloc[t] == pytest.approx(want, abs=1e-5)
+    top = target_top_tokens(tiny_bridge, TEXTS[0], PAIR, "Hogwarts", 2, eta=3.0, ramp=2, top_k=7, show=4)
+    assert top["p_target"].le(1).all() and (top["rank_frozen"] <= 4).sum() == 4
+    with pytest.raises(ValueError, match="outside"):
+        target_top_tokens(tiny_bridge, TEXTS[0], PAIR, "Hogwarts", 99)

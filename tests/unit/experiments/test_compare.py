@@ -1,0 +1,61 @@
+"""The comparison table from per-seed records: mean ± std over seeds, a single seed's interval, the row order,
+the settings-sweep guard against the test split, and the missing-EMBER-record error."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from ember_utils.experiments.compare import (
+    COMPARE_RECORD_FORMAT,
+    ROWS,
+    collect_comparison,
+    comparison_done,
+    comparison_table,
+    ember_gain_table,
+    load_edit,
+    write_comparison,
+)
+
+
+def _record(folder, seed, shift):
+    rows = {}
+    for j, name in enumerate(ROWS):
+        m = {"acc_concept": 0.5 - 0.05 * j - shift, "acc_concept_lo": 0.4, "acc_concept_hi": 0.6,
+             "efficacy": 0.1 * j + shift, "efficacy_lo": 0.0, "efficacy_hi": 0.3, "specificity": 0.95,
+             "coherence": 0.97, "score": 0.2, "acc_indirect": 0.4, "train_seconds": 10.0 * j}
+        rows[name] = m
+    gain = {"diff_efficacy": 0.1 + shift, "diff_efficacy_lo": 0.05 - shift, "diff_efficacy_hi": 0.2,
+            "diff_specificity": -0.01, "diff_specificity_lo": -0.03, "diff_specificity_hi": 0.01 - 3 * shift,
+            "diff_coherence": 0.0, "diff_coherence_lo": -0.02, "diff_coherence_hi": 0.02}
+    rec = {"format": COMPARE_RECORD_FORMAT, "concept": "toy", "seed": seed, "rows": rows, "ember_edit": {"delta": 2.0},
+           "ember_gain": {"ELM": gain}}
+    (folder / f"comparison_seed{seed}.json").write_text(json.dumps(rec))
+
+
+def test_table_aggregates_seeds_and_keeps_single_seed_intervals(tmp_path):
+    folder = tmp_path / "gemma-3-270m" / "toy"
+    folder.mkdir(parents=True)
+    _record(folder, 0, 0.0)
+    one = comparison_table(collect_comparison("toy", root=tmp_path))
+    assert list(one["method"]) == list(ROWS) and (one["n_seeds"] == 1).all()
+    assert "acc_concept_lo" in one and "acc_concept_std" not in one
+    _record(folder, 1, 0.1)
+    (folder / "comparison_seed2.json").write_text(json.dumps({"format": "old"}))  # stale records are ignored
+    runs = collect_comparison("toy", root=tmp_path)
+    assert sorted(runs["seed"].unique()) == [0, 1]
+    two = comparison_table(runs).set_index("method")
+    assert two.loc["ELM", "efficacy"] == pytest.approx(0.25)
+    assert two.loc["ELM", "efficacy_std"] == pytest.approx(pd.Series([0.2, 0.3]).std())
+    assert comparison_done("toy", 0, root=tmp_path) and not comparison_done("toy", 2, root=tmp_path)
+    table = write_comparison("toy", root=tmp_path)
+    assert (folder / "comparison.csv").exists() and (folder / "comparison.png").stat().st_size > 1000
+    assert len(table) == len(ROWS)
+    gains = ember_gain_table("toy", root=tmp_path).set_index("seed")
+    assert gains.loc[0, "verdict"] == "raises efficacy" and gains.loc[1, "verdict"] == "costs specificity"
+
+
+def test_load_edit_needs_the_ember_record(tmp_path):
+    with pytest.raises(FileNotFoundError, match="runner ember"):
+        load_edit("gemma-3-270m", "harry_potter", 0, root=tmp_path)
