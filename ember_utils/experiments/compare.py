@@ -285,20 +285,10 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_comparison(concept: str, model_name: str = "gemma-3-270m", root: str | Path | None = None) -> pd.DataFrame:
-    """``comparison.csv`` (the table) and ``comparison.png`` (the figure) for the concept's finished seeds."""
-    from ..viz.plots import comparison_plot
-
+    """``comparison.csv``: the table of the concept's finished seeds (the figure is drawn from it by
+    ``python -m ember_utils.viz.comparison``: computational modules never import the plotting layer)."""
     table = comparison_table(collect_comparison(concept, model_name, root))
-    folder = results_dir(model_name, concept, root)
-    atomic_write_text(folder / "comparison.csv", table.to_csv(index=False))
-    fig = comparison_plot(table, title=f"{concept}: test split")
-    import io as _io
-
-    from ..io import atomic_write_bytes
-
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(folder / "comparison.png", buf.getvalue())
+    atomic_write_text(results_dir(model_name, concept, root) / "comparison.csv", table.to_csv(index=False))
     return table
 
 

@@ -214,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{concept} seed {seed}: done in {rec['seconds']:.0f} s", flush=True)
             if not args.fast:
                 print(write_comparison(concept, args.model).round(3).to_string(), flush=True)
+                print(f"figure: python -m ember_utils.viz.comparison --concept {concept}", flush=True)
         return 0
     if args.command == "factorization-grid":
         for concept in args.concept:
