@@ -62,3 +62,15 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "bash scripts/test.sh" in readme and "bash scripts/test.sh" in ci
     assert "bash scripts/build_book.sh" in readme
+
+
+def test_pages_workflow_builds_with_the_book_script_and_deploys_its_output():
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    build = wf["jobs"]["build"]["steps"]
+    runs = " ".join(s.get("run", "") for s in build)
+    assert "bash scripts/build_book.sh" in runs and "download.pytorch.org/whl/cpu" in runs
+    uploads = [s for s in build if str(s.get("uses", "")).startswith("actions/upload-pages-artifact")]
+    assert uploads and uploads[0]["with"]["path"] == "_build/html"
+    caches = [s for s in build if str(s.get("uses", "")).startswith("actions/cache")]
+    assert caches and "_build/.jupyter_cache" in caches[0]["with"]["path"]
+    assert any(str(s.get("uses", "")).startswith("actions/deploy-pages") for s in wf["jobs"]["deploy"]["steps"])

@@ -62,3 +62,25 @@ def test_table_aggregates_seeds_and_keeps_single_seed_intervals(tmp_path):
 def test_load_edit_needs_the_ember_record(tmp_path):
     with pytest.raises(FileNotFoundError, match="runner ember"):
         load_edit("gemma-3-270m", "harry_potter", 0, root=tmp_path)
+
+
+@pytest.mark.real_model
+def test_fast_comparison_runs_every_row_on_the_real_model(real_bridge, tmp_path):
+    """FAST comparison of Harry Potter seed 0 on the default model (EMBER edit from the committed record): all six
+    rows, the composed models differ from the base ones, the EMBER-gain intervals are recorded."""
+    import shutil
+
+    from ember_utils.experiments.compare import run_comparison
+    from ember_utils.paths import results_dir
+
+    src = results_dir("gemma-3-270m", "harry_potter")
+    dst = tmp_path / "gemma-3-270m" / "harry_potter"
+    dst.mkdir(parents=True)
+    for name in ("ember_seed0.json", "edit_seed0.safetensors"):
+        shutil.copy(src / name, dst / name)
+    rec = run_comparison("harry_potter", 0, fast=True, model=real_bridge, root=tmp_path)
+    assert list(rec["rows"]) == list(ROWS) and rec["ember_edit"]["delta"] > 0
+    assert rec["rows"]["ELM+EMBER"] != rec["rows"]["ELM"] and rec["rows"]["RMU+EMBER"] != rec["rows"]["RMU"]
+    assert {"ELM", "RMU"} <= set(rec["ember_gain"]) and "diff_efficacy_lo" in rec["ember_gain"]["ELM"]
+    assert comparison_done("harry_potter", 0, root=tmp_path, fast=True)
+    assert set(rec["generations"]) >= {"unedited", "ELM", "ELM+EMBER"}
