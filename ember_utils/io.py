@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_directory", "stable_hash"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_directory", "stable_hash",
+           "read_safetensors"]
 
 
 def stable_hash(*parts: Any, length: int = 16) -> str:
@@ -94,3 +95,18 @@ def atomic_directory(target: str | Path, build: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """``(header metadata, tensors)`` of a safetensors file; ``what`` names the expected content in the errors
+    (FileNotFoundError when missing, ValueError when unreadable)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No {what} at {path}.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # corrupted or not a safetensors file
+        raise ValueError(f"{path} is not a readable {what}: {exc}") from exc

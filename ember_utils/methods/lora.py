@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, read_safetensors
 from ..models import hf_model_of
 from ..state import ALL_TOKENS, ModelState, StateError
 
@@ -236,17 +236,7 @@ class LoraAdapter(ModelState):
 
     @classmethod
     def load(cls, path: str | Path, merged: bool = False) -> "LoraAdapter":
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"No LoRA adapter at {path}.")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                header = f.metadata() or {}
-                weights = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:
-            raise ValueError(f"{path} is not a readable LoRA adapter file: {exc}") from exc
+        header, weights = read_safetensors(path, "LoRA adapter file")
         if header.get("format") != _FORMAT:
             raise ValueError(f"{path} is not an {_FORMAT} file (format={header.get('format')!r}).")
         spec = json.loads(header["spec"])

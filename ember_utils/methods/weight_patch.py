@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, read_safetensors
 from ..models import hf_model_of
 from ..state import ALL_TOKENS, ModelState, StateError
 from .lora import canonical_name
@@ -73,17 +73,7 @@ class WeightPatch(ModelState):
 
     @classmethod
     def load(cls, path: str | Path) -> "WeightPatch":
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"No weight patch at {path}.")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                header = f.metadata() or {}
-                weights = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:
-            raise ValueError(f"{path} is not a readable weight patch: {exc}") from exc
+        header, weights = read_safetensors(path, "weight patch")
         if header.get("format") != _FORMAT:
             raise ValueError(f"{path} is not an {_FORMAT} file (format={header.get('format')!r}).")
         return cls(weights, json.loads(header.get("meta", "{}")))

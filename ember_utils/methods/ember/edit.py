@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...io import atomic_write_bytes
+from ...io import atomic_write_bytes, read_safetensors
 from ...state import ModelState, StateError
 from .vocab import CONCEPT, VocabSlice
 
@@ -126,17 +126,7 @@ class EmbeddingEdit(ModelState):
     @classmethod
     def load(cls, path: str | Path) -> "EmbeddingEdit":
         """Read a patch written by :meth:`save`."""
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"No edit patch at {path}.")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:  # corrupted or not a safetensors file
-            raise ValueError(f"{path} is not a readable edit patch: {exc}") from exc
+        meta, tensors = read_safetensors(path, "edit patch")
         if meta.get("format") != _FORMAT or set(tensors) != {"token_ids", "directions"}:
             raise ValueError(f"{path} is not an {_FORMAT} patch (format={meta.get('format')!r}, "
                              f"tensors={sorted(tensors)}).")
