@@ -12,7 +12,7 @@ from ._positions import context_rows, position_logits
 from .prefixes import PrefixPair
 from .target import elm_target, eta_schedule
 
-__all__ = ["token_gaps", "target_top_tokens"]
+__all__ = ["token_gaps", "target_top_tokens", "likelihood_shift"]
 
 
 def _three_logits(model: Any, text: str, pair: PrefixPair, concept: str, max_length: int
@@ -68,3 +68,22 @@ def target_top_tokens(model: Any, text: str, pair: PrefixPair, concept: str, pos
     frame["rank_target"] = frame["p_target"].rank(ascending=False, method="first").astype(int)
     keep = (frame["rank_frozen"] <= show) | (frame["rank_target"] <= 3)
     return frame[keep].sort_values("rank_frozen").reset_index(drop=True)
+
+
+def likelihood_shift(model: Any, state: Any, groups: dict[str, list[str]]) -> pd.DataFrame:
+    """Per group of texts: mean per-token log-likelihood under the model as it is and inside ``state`` (a model
+    state, applied for the measurement and reverted), and the change. Shows what an erasure did to the text it was
+    trained on (e.g. forget sentences) next to held-out concept text and neutral text."""
+    from ...eval.likelihood import text_logprobs
+
+    rows = []
+    for group, texts in groups.items():
+        before = text_logprobs(model, texts)
+        with state.applied_to(model):
+            after = text_logprobs(model, texts)
+        n = before["n_tokens"].sum()
+        rows.append({"texts": group, "n_texts": len(texts), "logprob_per_token_before": before["logprob"].sum() / n,
+                     "logprob_per_token_after": after["logprob"].sum() / n})
+    out = pd.DataFrame(rows)
+    out["change"] = out["logprob_per_token_after"] - out["logprob_per_token_before"]
+    return out

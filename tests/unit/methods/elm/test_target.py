@@ -141,3 +141,18 @@ def test_token_gaps_and_top_tokens_agree_with_the_target(tiny_bridge):
     assert top["p_target"].le(1).all() and (top["rank_frozen"] <= 4).sum() == 4
     with pytest.raises(ValueError, match="outside"):
         target_top_tokens(tiny_bridge, TEXTS[0], PAIR, "Hogwarts", 99)
+
+
+def test_likelihood_shift_measures_inside_the_state_and_restores(fresh_tiny_bridge):
+    from ember_utils.eval.likelihood import text_logprobs
+    from ember_utils.methods.elm.explain import likelihood_shift
+    from helpers.states import MLPWeightNoise
+
+    state = MLPWeightNoise(layer=1, scale=2.0)
+    out = likelihood_shift(fresh_tiny_bridge, state, {"a": TEXTS}).iloc[0]
+    before = text_logprobs(fresh_tiny_bridge, TEXTS)
+    assert out.logprob_per_token_before == pytest.approx(before.logprob.sum() / before.n_tokens.sum())
+    with state.applied_to(fresh_tiny_bridge):
+        after = text_logprobs(fresh_tiny_bridge, TEXTS)
+    assert out.change == pytest.approx(after.logprob.sum() / after.n_tokens.sum() - out.logprob_per_token_before)
+    assert abs(out.change) > 1e-3 and not state.applied
