@@ -31,8 +31,8 @@ class RMUConfig:
 
     layer: int = 5
     update_layers: tuple[int, ...] = (3, 4, 5)
-    steering: float = 3.0
-    alpha: float = 10.0
+    steering: float = 1.0
+    alpha: float = 100.0
     steps: int = 150
     lr: float = 5e-5
     batch_forget: int = 4
@@ -57,7 +57,8 @@ class RMUConfig:
         return dataclasses.asdict(self)
 
 
-#: CPU setting for the 270M model (from the validation sweep in ``results/gemma-3-270m/rmu_settings_sweep.csv``);
+#: CPU setting for the 270M model: the validation sweep (``results/gemma-3-270m/rmu_settings_sweep.csv``) chose c = 1 ×
+#: the residual norm and α = 100 (α = 10 wrecks specificity, α = 1000 erases nothing; c = 1 is the smallest c tried);
 #: GPU presets follow the reference (layer 7, layers 5-7, c = 6.5 absolute there; here a multiple of the norm).
 RMU_PRESETS: dict[str, RMUConfig] = {
     "gemma-3-270m": RMUConfig(),
