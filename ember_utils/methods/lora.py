@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..eval._hf import _text_config
 from ..io import atomic_write_bytes, read_safetensors
 from ..models import hf_model_of
 from ..state import ALL_TOKENS, ModelState, StateError
@@ -246,8 +247,3 @@ class LoraAdapter(ModelState):
 
 def _adapter_params(layer: Any) -> Sequence[torch.nn.Parameter]:
     return (layer.lora_A[_ADAPTER].weight, layer.lora_B[_ADAPTER].weight)
-
-
-def _text_config(hf: Any) -> Any:
-    cfg = hf.config
-    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
