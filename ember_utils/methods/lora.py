@@ -223,6 +223,27 @@ class LoraAdapter(ModelState):
         w = self.current_weights() if self.applied else (self.weights or {})
         return int(sum(t.numel() for t in w.values()))
 
+    def as_weight_patch(self, model: Any) -> Any:
+        """The adapter folded into plain weights (W + (alpha/rank)·B·A for every target, read from ``model`` as it
+        is now) as a :class:`~ember_utils.methods.weight_patch.WeightPatch`: what an attack that injects its own
+        LoRA, or fine-tunes every weight, starts from. The adapter must not be applied."""
+        from .weight_patch import WeightPatch, named_parameters_plain
+
+        if self.applied:
+            raise StateError("Revert the adapter before folding it into a weight patch.")
+        if self.weights is None:
+            raise StateError("The adapter has no weights yet (train or load it first).")
+        params, scale = named_parameters_plain(model), float(self.spec.alpha) / int(self.spec.rank)
+        out = {}
+        for key in sorted(k for k in self.weights if k.endswith(".lora_A.weight")):
+            base = key[: -len(".lora_A.weight")]
+            if f"{base}.weight" not in params:
+                raise StateError(f"The model has no {base}.weight for this adapter.")
+            A, B = self.weights[key].float(), self.weights[f"{base}.lora_B.weight"].float()
+            W = params[f"{base}.weight"].detach()
+            out[f"{base}.weight"] = (W.float().cpu() + scale * (B @ A)).to(W.dtype)
+        return WeightPatch(out, meta={**self.meta, "folded_from": "LoraAdapter"})
+
     # ------------------------------------------------------------------ serialization
     def save(self, path: str | Path) -> Path:
         """safetensors file: the weights under plain HF names, the spec and metadata in its header."""

@@ -88,3 +88,20 @@ def test_adapter_errors(fresh_tiny_bridge, tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not a file")
     with pytest.raises(ValueError, match="not a readable LoRA"):
         LoraAdapter.load(tmp_path / "bad.safetensors")
+
+
+def test_adapter_folded_into_a_weight_patch_gives_the_same_logits(fresh_tiny_bridge):
+    bridge = fresh_tiny_bridge
+    adapter = LoraAdapter(LoraSpec(rank=2, layers=(0, 1)))
+    with adapter.applied_to(bridge):
+        _randomize(adapter)
+        with torch.no_grad():
+            adapted = bridge(IDS).clone()
+    patch = adapter.as_weight_patch(bridge)
+    assert len(patch.weights) == 2 * 7 and all(k.endswith(".weight") and "lora" not in k for k in patch.weights)
+    with patch.applied_to(bridge), torch.no_grad():
+        torch.testing.assert_close(bridge(IDS), adapted, atol=1e-4, rtol=1e-4)
+    with adapter.applied_to(bridge), pytest.raises(StateError, match="Revert"):
+        adapter.as_weight_patch(bridge)
+    with pytest.raises(StateError, match="no weights"):
+        LoraAdapter(LoraSpec(rank=2, layers=(0,))).as_weight_patch(bridge)
