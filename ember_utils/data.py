@@ -105,6 +105,10 @@ CONCEPT_FILES = ("meta.json", "sentences.jsonl", "mc.jsonl", "similar_mc.jsonl",
                  "collateral.jsonl", "prompts.jsonl", "relearn.jsonl")
 #: Optional per concept: reviewed answer words that may appear in relearning text (word -> reason).
 LEAK_ALLOWLIST = "leak_allowlist.json"
+#: Optional per concept: hand-written respellings of the test words for the token-bypass attack
+#: (word -> {"misspelling": ..., "translation": ..., "language": ...}).
+SPELLINGS = "spellings.json"
+SPELLING_FIELDS = ("misspelling", "translation", "language")
 #: Tables of a :class:`ConceptData` that :meth:`ConceptData.split` can select from.
 CONCEPT_TABLES = ("mc", "similar_mc", "indirect_mc", "open", "collateral_sentences", "collateral_mc", "prompts",
                   "relearn")
@@ -330,13 +334,15 @@ class ConceptData:
     leak_allowlist: dict[str, str] = None  # type: ignore[assignment]
     #: seamlessness prompts: openings about the concept that the model continues (``prompts.jsonl``)
     prompts: pd.DataFrame = None  # type: ignore[assignment]
+    #: token-bypass respellings (``spellings.json``): word -> {misspelling, translation, language}
+    spellings: dict[str, dict[str, str]] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:  # tables a hand-built ConceptData (tests, small demos) may leave out
         empty_mc = pd.DataFrame(columns=list(_MC_FIELDS) + ["line", "answer_text"])
         for name, default in (("indirect_mc", empty_mc), ("collateral_mc", empty_mc.assign(word=[], kind=[])),
                               ("collateral_sentences", pd.DataFrame(columns=list(_COLLATERAL_FIELDS["sentence"]))),
                               ("prompts", pd.DataFrame(columns=list(_SCHEMAS["prompts.jsonl"]))),
-                              ("leak_allowlist", {})):
+                              ("leak_allowlist", {}), ("spellings", {})):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
 
@@ -398,6 +404,7 @@ def load_concept(slug: str, root: str | Path | None = None) -> ConceptData:
         collateral_mc=_frame(collateral["mc"], _COLLATERAL_FIELDS["mc"]),
         prompts=_frame(tables["prompts"], _SCHEMAS["prompts.jsonl"]),
         leak_allowlist=_read_allowlist(folder / LEAK_ALLOWLIST),
+        spellings=_read_spellings(folder / SPELLINGS),
     )
 
 
@@ -411,6 +418,41 @@ def _read_allowlist(path: Path) -> dict[str, str]:
     if bad:
         raise DataValidationError(path, None, bad[0][1], bad)
     return dict(obj)
+
+
+def _read_spellings(path: Path) -> dict[str, dict[str, str]]:
+    """``spellings.json``: ``{word: {"misspelling": str, "translation": str, "language": str}}`` (optional;
+    missing = empty). Each entry needs a misspelling or a translation; a translation comes with its language;
+    the misspelling differs from the word also ignoring case; no field is empty."""
+    if not path.exists():
+        return {}
+    obj = _read_json_object(path, "a JSON object word -> {misspelling, translation, language}")
+    problems: list[tuple[int | None, str]] = []
+    for word, entry in obj.items():
+        where = f"entry {word!r}"
+        if not word.strip():
+            problems.append((None, f"{where}: the word is empty"))
+            continue
+        if not isinstance(entry, dict):
+            problems.append((None, f"{where}: expected an object with fields {list(SPELLING_FIELDS)}, "
+                                   f"got {type(entry).__name__}"))
+            continue
+        extra = [f for f in entry if f not in SPELLING_FIELDS]
+        if extra:
+            problems.append((None, f"{where}: unexpected field(s) {extra} (allowed: {list(SPELLING_FIELDS)})"))
+        bad = [f for f in SPELLING_FIELDS if f in entry and (not isinstance(entry[f], str) or not entry[f].strip())]
+        if bad:
+            problems.append((None, f"{where}: field(s) {bad} must be non-empty strings"))
+        if "misspelling" not in entry and "translation" not in entry:
+            problems.append((None, f"{where}: needs a 'misspelling' or a 'translation'"))
+        mis = entry.get("misspelling")
+        if isinstance(mis, str) and mis.strip().casefold() == word.strip().casefold():
+            problems.append((None, f"{where}: the misspelling {mis!r} equals the word (ignoring case)"))
+        if ("translation" in entry) != ("language" in entry):
+            problems.append((None, f"{where}: 'translation' and 'language' must be given together"))
+    if problems:
+        raise DataValidationError(path, None, problems[0][1], problems)
+    return {w: dict(e) for w, e in obj.items()}
 
 
 def _check_cross_file_ids(folder: Path, tables: dict[str, list[tuple[int, dict[str, Any]]]]) -> None:
