@@ -9,6 +9,7 @@ Usage::
     python -m ember_utils.experiments.runner ember --concept harry_potter world_war_ii --seeds 0 1 2
     python -m ember_utils.experiments.runner settings-sweep --method elm rmu
     python -m ember_utils.experiments.runner compare --concept harry_potter --seeds 0 1 2
+    python -m ember_utils.experiments.runner experiment --name default --concept harry_potter --seeds 0 1 2
 """
 from __future__ import annotations
 
@@ -190,7 +191,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--model", default="gemma-3-270m")
     c.add_argument("--fast", action="store_true")
     c.add_argument("--redo", action="store_true", help="re-run seeds that already have a record")
+    x = sub.add_parser("experiment", help="a named experiment end to end: EMBER, ELM, RMU, both composed, every "
+                       "attack on every row (stage-cached; an interrupted run resumes)")
+    x.add_argument("--name", default="default", help="one of ember_utils.experiments.experiment.EXPERIMENTS")
+    x.add_argument("--concept", nargs="+", default=["harry_potter"])
+    x.add_argument("--seeds", type=int, nargs="+", default=[0])
+    x.add_argument("--redo", action="store_true", help="re-run seeds that already have a record (stages stay cached)")
     args = parser.parse_args(argv)
+    if args.command == "experiment":
+        return _run_experiments(args)
     from ..models import load_model
 
     model = load_model(args.model)
@@ -231,6 +240,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps({k: rec.get(k) for k in ("concept", "seed", "chosen_delta", "selected_atoms",
                                                           "n_edit_tokens", "identified", "seconds")}),
                       flush=True)
+    return 0
+
+
+def _run_experiments(args: argparse.Namespace) -> int:
+    from ..models import load_model
+    from .experiment import EXPERIMENTS, experiment_done, run_experiment, write_robustness
+
+    if args.name not in EXPERIMENTS:
+        raise SystemExit(f"Unknown experiment {args.name!r}; named experiments: {sorted(EXPERIMENTS)}.")
+    config = EXPERIMENTS[args.name]
+    model = load_model(config.model)
+    for concept in args.concept:
+        for seed in args.seeds:
+            if not args.redo and experiment_done(concept, seed, config):
+                print(f"{concept} seed {seed}: record exists, skipped (--redo re-runs it)", flush=True)
+                continue
+            rec = run_experiment(config, concept, seed, model=model)
+            print(f"{concept} seed {seed}: done in {rec['seconds']:.0f} s", flush=True)
+        if config.name == "default":
+            print(write_robustness(concept, config.model).round(3).to_string(), flush=True)
     return 0
 
 

@@ -129,3 +129,25 @@ def test_an_edit_that_reaches_nothing_changes_nothing(tiny_bridge):
     table = token_bypass_attack(tiny_bridge, concept, [tiny_bridge.cfg.d_vocab - 1], {"unedited": None},
                                 strategies=("uppercase",), tables=("mc",))
     assert isinstance(table, pd.DataFrame) and (table["n_affected"] == 0).all()
+
+
+@pytest.mark.real_model
+def test_respelled_test_questions_hold_no_id_of_the_committed_edit(real_bridge):
+    """The default model's tokenizer, the committed Harry Potter edit and the concept's spellings data: every
+    question the attack keeps is free of edited ids where the scorer looks, and most affected ones are kept."""
+    from ember_utils.data import load_concept
+    from ember_utils.methods.ember.edit import EmbeddingEdit
+    from ember_utils.paths import results_dir
+
+    tok = real_bridge.tokenizer
+    concept = load_concept("harry_potter")
+    edited = EmbeddingEdit.load(results_dir("gemma-3-270m", "harry_potter") / "edit_seed0.safetensors").touched_tokens
+    for strategy in ("uppercase", "misspelling", "translation"):
+        out = bypass_questions(tok, concept.split("mc", "test"), edited, strategy, concept.spellings)
+        kept = out[out["affected"] & out["clean"]]
+        assert len(kept) >= 20, strategy
+        for _, r in kept.iterrows():
+            seen = set(_encode_prompt(tok, MC_PROMPT_TEMPLATE.format(question=r["question"])))
+            for o in r["options"]:
+                seen |= set(_encode_cont(tok, f" {o}"))
+            assert not edited & seen, (strategy, r["question"])
