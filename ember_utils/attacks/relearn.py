@@ -189,8 +189,9 @@ def relearn(model: Any, texts: Sequence[str], config: RelearnConfig | None = Non
     with ctx:
         edits = _edits(folded)
         edited_before = [e._weight(model)[e.token_ids].detach().clone() for e in edits]
-        # a full fine-tune changes every weight: keep a copy to restore (LoRA leaves the base weights alone)
-        snapshot = {n: p.detach().clone() for n, p in params.items()} if cfg.mode == "full" else {}
+        # a full fine-tune changes every weight: keep a copy to restore, on disk one tensor at a time (a second
+        # copy in memory would add the whole model to the peak); LoRA leaves the base weights alone
+        snapshot = _DiskSnapshot(params) if cfg.mode == "full" else None
         adapter = None
         try:
             gen = torch.random.fork_rng(devices=[])
@@ -209,7 +210,7 @@ def relearn(model: Any, texts: Sequence[str], config: RelearnConfig | None = Non
                     trainable = [p for p in hf.parameters() if p.requires_grad]
                     lr = cfg.lr
                 hf.eval()  # no dropout in these models; eval keeps the run deterministic
-                opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=cfg.weight_decay)
+                opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=cfg.weight_decay, foreach=False)  # no batched temporaries
                 losses: list[float] = []
                 tokens = 0
 
@@ -256,14 +257,33 @@ def relearn(model: Any, texts: Sequence[str], config: RelearnConfig | None = Non
         finally:
             if adapter is not None and adapter.applied:
                 adapter.revert()
-            with torch.no_grad():
-                for n, p in params.items():
-                    if n in snapshot:
-                        p.copy_(snapshot[n])
-                    p.requires_grad_(flags[n])
+            if snapshot is not None:
+                snapshot.restore()
+            for n, p in params.items():
+                p.requires_grad_(flags[n])
             hf.train(was_training)
-            del snapshot
     return RelearnResult(pd.DataFrame(rows), correct, recovery, timings, cfg)
+
+
+class _DiskSnapshot:
+    """Every parameter's value written to a temporary folder, one file each; :meth:`restore` copies them back
+    bit-exactly and removes the folder."""
+
+    def __init__(self, params: dict[str, torch.nn.Parameter]) -> None:
+        import tempfile
+
+        self.params = params
+        self.folder = tempfile.TemporaryDirectory(prefix="ember-relearn-")
+        self.files = {}
+        for i, (name, p) in enumerate(params.items()):
+            self.files[name] = f"{self.folder.name}/{i}.pt"
+            torch.save(p.detach().cpu(), self.files[name])
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(torch.load(self.files[name], map_location=p.device, weights_only=True))
+        self.folder.cleanup()
 
 
 class _MergedEdit:

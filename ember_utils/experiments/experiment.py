@@ -30,7 +30,8 @@ from .compare import ROWS
 from .stages import JSON, Codec, FrameCodec, StageCache, StateCodec
 
 __all__ = ["ExperimentConfig", "EXPERIMENTS", "ATTACKS", "run_experiment", "robustness_row", "ROBUSTNESS_COLUMNS",
-           "ROBUSTNESS_FORMAT", "collect_robustness", "robustness_table", "write_robustness", "experiment_done"]
+           "ROBUSTNESS_FORMAT", "collect_robustness", "robustness_table", "write_robustness", "experiment_done",
+           "regained_table", "PAPER_REGAINED"]
 
 ROBUSTNESS_FORMAT = "ember-robustness-v1"
 #: the attacks, in the order they run on each row
@@ -409,3 +410,28 @@ def write_robustness(concept: str, model_name: str = "gemma-3-270m", root: str |
     table = robustness_table(collect_robustness(concept, model_name, root))
     atomic_write_text(results_dir(model_name, concept, root) / "robustness.csv", table.to_csv(index=False))
     return table
+
+
+#: the paper's headline (Llama-3.1-8B-Instruct, relearning attack): accuracy regained with EMBER at most this,
+#: prior methods alone in this range (fractions of the unedited accuracy)
+PAPER_REGAINED = {"with_ember_at_most": 0.35, "without_ember_range": (0.70, 0.76), "model": "Llama-3.1-8B-Instruct"}
+
+
+def regained_table(table: pd.DataFrame, attack: str = "acc_relearn_full", chance: float = 0.25) -> pd.DataFrame:
+    """Per base method, with and without EMBER: raw accuracy after ``attack`` ("regained accuracy" as the paper
+    reports it) and normalized, (after − chance) / (unedited before − chance), i.e. the share of the unedited
+    model's above-chance accuracy that the attack brings back (1 = all of it)."""
+    rows = table.set_index("method")
+    if "unedited" not in rows.index or attack not in rows:
+        raise ValueError(f"regained_table needs an 'unedited' row and a {attack!r} column.")
+    ref = float(rows.loc["unedited", "acc_before"]) - chance
+    out = []
+    for base in ("EMBER", "ELM", "RMU"):
+        for name in ((base,) if base == "EMBER" else (base, f"{base}+EMBER")):
+            if name not in rows.index:
+                continue
+            after = float(rows.loc[name, attack])
+            out.append({"method": name, "acc_before": float(rows.loc[name, "acc_before"]), "acc_after": after,
+                        "regained_normalized": (after - chance) / ref if ref > 0 else float("nan"),
+                        "with_ember": name.endswith("EMBER")})
+    return pd.DataFrame(out)

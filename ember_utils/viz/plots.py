@@ -167,3 +167,34 @@ def comparison_plot(table: pd.DataFrame, columns: Sequence[str] = ("acc_concept"
     ax.set(ylim=(0, 1.1), ylabel="test split", title=title or "Comparison (error bars: std over seeds or 95 % interval)")
     ax.legend(fontsize=7, ncol=3)
     return fig if fig is not None else ax.figure
+
+
+def relearning_curve_plot(curves: dict[str, pd.DataFrame], column: str = "acc_concept", ax: Any = None,
+                          title: str = "", chance: float = 0.25) -> Any:
+    """Accuracy along a relearning fine-tune, one line per model (``curves``: name → the attack's ``curve``
+    table with ``tokens`` and ``column``)."""
+    fig, ax = (None, ax) if ax is not None else plt.subplots(figsize=(6, 3.2))
+    for name, curve in curves.items():
+        ax.plot(curve["tokens"], curve[column], marker="o", label=name)
+    ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+    ax.set(xlabel="training tokens seen", ylabel=column.replace("acc_", "MC accuracy: "), ylim=(0, 1.05),
+           title=title or "Relearning: test accuracy along the fine-tune")
+    ax.legend(fontsize=8)
+    return fig if fig is not None else ax.figure
+
+
+def layer_accuracy_plot(table: pd.DataFrame, columns: Sequence[str] = ("probe_acc", "control_acc", "lens_acc"),
+                        ax: Any = None, title: str = "", chance: float = 0.25) -> Any:
+    """Per-layer accuracies of the probing attack (one line per column, shaded 95 % interval where the table has
+    ``<col>_lo/_hi``)."""
+    fig, ax = (None, ax) if ax is not None else plt.subplots(figsize=(6, 3.2))
+    for col in columns:
+        if col not in table:
+            continue
+        ax.plot(table["layer"], table[col], marker="o", label=col.replace("_acc", ""))
+        if f"{col}_lo" in table:
+            ax.fill_between(table["layer"], table[f"{col}_lo"], table[f"{col}_hi"], alpha=0.15)
+    ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+    ax.set(xlabel="layer", ylabel="held-out MC accuracy", ylim=(0, 1.05), title=title or "Probing by layer")
+    ax.legend(fontsize=8)
+    return fig if fig is not None else ax.figure

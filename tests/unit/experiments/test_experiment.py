@@ -129,3 +129,19 @@ def test_config_errors():
         ExperimentConfig(attacks=("jailbreak",))
     with pytest.raises(ValueError, match="delta"):
         ExperimentConfig(delta=0)
+
+
+def test_regained_table_normalizes_against_the_unedited_model():
+    import pandas as pd
+
+    from ember_utils.experiments.experiment import regained_table
+
+    t = pd.DataFrame({"method": ["unedited", "EMBER", "ELM", "ELM+EMBER"], "acc_before": [0.75, 0.35, 0.5, 0.3],
+                      "acc_relearn_full": [0.8, 0.5, 0.75, 0.25]})
+    r = regained_table(t).set_index("method")
+    assert r.loc["EMBER", "regained_normalized"] == pytest.approx(0.5)
+    assert r.loc["ELM", "regained_normalized"] == pytest.approx(1.0)
+    assert r.loc["ELM+EMBER", "regained_normalized"] == pytest.approx(0.0)
+    assert list(r["with_ember"]) == [True, False, True]
+    with pytest.raises(ValueError, match="unedited"):
+        regained_table(t[t.method != "unedited"])

@@ -7,7 +7,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ember_utils.viz.plots import before_after_plot, delta_sweep_plot  # noqa: E402
+from ember_utils.viz.plots import (  # noqa: E402
+    before_after_plot,
+    delta_sweep_plot,
+    layer_accuracy_plot,
+    relearning_curve_plot,
+)
 
 
 def test_delta_sweep_plot_bands_and_failed_gates():
@@ -29,4 +34,16 @@ def test_before_after_plot_error_bars():
     ax = before_after_plot(f)
     assert len(ax.patches) == 4 and len(ax.lines) >= 5  # 4 error bars' lines + the chance line
     before_after_plot(f.drop(columns=["lo", "hi"]))
+    plt.close("all")
+
+
+def test_relearning_and_layer_plots_draw_every_series():
+    curve = pd.DataFrame({"tokens": [0, 50, 100], "acc_concept": [0.3, 0.4, 0.5]})
+    fig = relearning_curve_plot({"unedited": curve, "EMBER": curve.assign(acc_concept=[0.2, 0.3, 0.45])})
+    ax = fig.axes[0]
+    assert [ln.get_label() for ln in ax.lines] == ["unedited", "EMBER", "chance"]
+    layers = pd.DataFrame({"layer": [0, 1], "probe_acc": [0.3, 0.6], "probe_acc_lo": [0.2, 0.5],
+                           "probe_acc_hi": [0.4, 0.7], "control_acc": [0.25, 0.26]})
+    ax = layer_accuracy_plot(layers).axes[0]
+    assert len(ax.collections) == 1 and [ln.get_label() for ln in ax.lines] == ["probe", "control", "chance"]
     plt.close("all")
