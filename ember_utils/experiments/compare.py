@@ -21,7 +21,7 @@ from ..paths import results_dir
 
 __all__ = ["ROWS", "COMPARISON_COLUMNS", "COMPARE_RECORD_FORMAT", "ELM_SWEEP", "RMU_SWEEP", "run_settings_sweep",
            "run_comparison", "comparison_done", "load_edit", "collect_comparison", "comparison_table",
-           "write_comparison", "ember_gain_table", "GAIN_METRICS"]
+           "write_comparison", "ember_gain_table", "GAIN_METRICS", "aggregate_seeds"]
 
 #: rows of the comparison table, in order
 ROWS = ("unedited", "EMBER", "ELM", "ELM+EMBER", "RMU", "RMU+EMBER")
@@ -260,17 +260,17 @@ def collect_comparison(concept: str, model_name: str = "gemma-3-270m", root: str
     return pd.DataFrame(rows)
 
 
-def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per method: mean and std over seeds of every column (``<col>``, ``<col>_std``); with one seed, the 95 %
-    interval bounds of that seed (``<col>_lo/_hi``) instead of a std. ``n_seeds`` says which."""
+def aggregate_seeds(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Per method (in :data:`ROWS` order): mean and std over seeds of every column (``<col>``, ``<col>_std``); with
+    one seed, the 95 % interval bounds of that seed (``<col>_lo/_hi``) instead of a std. ``n_seeds`` says which."""
     out = []
     for method in ROWS:
-        sub = runs[runs["method"] == method]
+        sub = runs[runs["method"] == method] if len(runs) else runs
         if sub.empty:
             continue
         row: dict[str, Any] = {"method": method, "n_seeds": int(sub["seed"].nunique())}
-        for col in (*COMPARISON_COLUMNS, "train_seconds"):
-            if col not in sub:
+        for col in columns:
+            if col not in sub or sub[col].isna().all():
                 continue
             vals = sub[col].astype(float)
             row[col] = float(vals.mean())
@@ -282,6 +282,11 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
                         row[f"{col}{s}"] = float(sub[f"{col}{s}"].iloc[0])
         out.append(row)
     return pd.DataFrame(out)
+
+
+def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`aggregate_seeds` of the comparison columns and the training time."""
+    return aggregate_seeds(runs, (*COMPARISON_COLUMNS, "train_seconds"))
 
 
 def write_comparison(concept: str, model_name: str = "gemma-3-270m", root: str | Path | None = None) -> pd.DataFrame:

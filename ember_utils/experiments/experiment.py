@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..io import atomic_write_json, atomic_write_text, stable_hash
 from ..paths import default_cache_dir, results_dir
-from .compare import ROWS
+from .compare import ROWS, aggregate_seeds
 from .stages import JSON, Codec, FrameCodec, StageCache, StateCodec
 
 __all__ = ["ExperimentConfig", "EXPERIMENTS", "ATTACKS", "run_experiment", "robustness_row", "ROBUSTNESS_COLUMNS",
@@ -384,25 +384,7 @@ def collect_robustness(concept: str, model_name: str = "gemma-3-270m", root: str
 
 def robustness_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per method: mean (and std over seeds, or the single seed's interval) of :data:`ROBUSTNESS_COLUMNS`."""
-    out = []
-    for method in ROWS:
-        sub = runs[runs["method"] == method] if len(runs) else runs
-        if sub.empty:
-            continue
-        row: dict[str, Any] = {"method": method, "n_seeds": int(sub["seed"].nunique())}
-        for col in (*ROBUSTNESS_COLUMNS, "probe_layer"):
-            if col not in sub or sub[col].isna().all():
-                continue
-            vals = sub[col].astype(float)
-            row[col] = float(vals.mean())
-            if len(sub) > 1:
-                row[f"{col}_std"] = float(vals.std(ddof=1))
-            else:
-                for s in ("_lo", "_hi"):
-                    if f"{col}{s}" in sub:
-                        row[f"{col}{s}"] = float(sub[f"{col}{s}"].iloc[0])
-        out.append(row)
-    return pd.DataFrame(out)
+    return aggregate_seeds(runs, (*ROBUSTNESS_COLUMNS, "probe_layer"))
 
 
 def write_robustness(concept: str, model_name: str = "gemma-3-270m", root: str | Path | None = None) -> pd.DataFrame:
