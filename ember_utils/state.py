@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelState", "StackedState", "StateError", "ALL_TOKENS"]
+__all__ = ["ModelState", "StackedState", "StateError", "ALL_TOKENS", "components"]
 
 #: ``touched_tokens`` of a state that may change the output on any input (LoRA, RMU, ...).
 ALL_TOKENS = None
@@ -186,6 +186,13 @@ class StackedState(ModelState):
 
     def __repr__(self) -> str:
         return "StackedState(" + ", ".join(type(s).__name__ for s in self.states) + ")"
+
+
+def components(state: ModelState | None) -> tuple[ModelState, ...]:
+    """The single states ``state`` is made of, in the order they apply (``()`` for ``None``, the unedited model)."""
+    if state is None:
+        return ()
+    return state.states if isinstance(state, StackedState) else (state,)
 
 
 def _union(parts: Any) -> frozenset[int] | None:

@@ -22,9 +22,10 @@ import torch
 
 from ..eval._hf import _text_config
 from ..eval.mc import score_mc
+from ..methods.ember.edit import embedding_edits
 from ..methods.lora import LoraAdapter, LoraSpec
 from ..models import hf_model_of
-from ..state import ModelState, StackedState
+from ..state import ModelState, StackedState, components
 
 __all__ = ["RelearnConfig", "RELEARN_PRESETS", "relearn_config_for", "RelearnResult", "relearn", "edit_recovery",
            "fold_adapters"]
@@ -105,7 +106,7 @@ def fold_adapters(state: ModelState | None, model: Any) -> ModelState | None:
     adapter is folded against the weights below it in the stack."""
     if state is None or not isinstance(state, (LoraAdapter, StackedState)):
         return state
-    parts = state.states if isinstance(state, StackedState) else (state,)
+    parts = components(state)
     if any(s.applied for s in parts):
         raise ValueError("fold_adapters needs the state unapplied.")
     folded, done = [], []
@@ -121,19 +122,14 @@ def fold_adapters(state: ModelState | None, model: Any) -> ModelState | None:
     return folded[0] if len(folded) == 1 else StackedState(*folded)
 
 
-def _edits(state: ModelState | None) -> list[Any]:
-    from ..methods.ember.edit import EmbeddingEdit
-
-    parts = state.states if isinstance(state, StackedState) else (() if state is None else (state,))
-    return [s for s in parts if isinstance(s, EmbeddingEdit)]
-
-
-def edit_recovery(edit: Any, edited_rows: torch.Tensor, after_rows: torch.Tensor) -> dict[str, float]:
-    """How far relearning moved the edited embedding rows back: per row, the fraction of the way from the
-    edited value back to the original along the edit (1 = fully undone, 0 = not moved) and the remaining
-    distance to the original relative to the edit's size; medians over the rows, and the mean cosine between
-    the change and the way back."""
-    back = edit.delta * edit.directions.to(edited_rows.dtype)  # original − edited
+def edit_recovery(edits: Any, edited_rows: torch.Tensor, after_rows: torch.Tensor) -> dict[str, float]:
+    """How far relearning moved the edited embedding rows back (``edits``: one embedding edit or a list, whose rows
+    ``edited_rows`` and ``after_rows`` hold in that order): per row, the fraction of the way from the edited value
+    back to the original along the edit (1 = fully undone, 0 = not moved) and the remaining distance to the
+    original relative to the edit's size; medians over the rows, and the mean cosine between the change and the
+    way back."""
+    edits = [edits] if hasattr(edits, "directions") else list(edits)
+    back = torch.cat([e.delta * e.directions for e in edits]).to(edited_rows.dtype)  # original − edited
     moved = (after_rows - edited_rows).float()
     size = back.norm(dim=1).clamp_min(1e-12)
     along = (moved * back).sum(dim=1) / size ** 2
@@ -187,7 +183,7 @@ def relearn(model: Any, texts: Sequence[str], config: RelearnConfig | None = Non
     was_training = hf.training
     ctx = folded.applied_to(model) if folded is not None else contextlib.nullcontext()
     with ctx:
-        edits = _edits(folded)
+        edits = embedding_edits(folded)
         edited_before = [e._weight(model)[e.token_ids].detach().clone() for e in edits]
         # a full fine-tune changes every weight: keep a copy to restore, on disk one tensor at a time (a second
         # copy in memory would add the whole model to the peak); LoRA leaves the base weights alone
@@ -205,9 +201,9 @@ def relearn(model: Any, texts: Sequence[str], config: RelearnConfig | None = Non
                     trainable = adapter.parameters()
                     lr = cfg.lora_lr
                 else:
-                    for p in params.values():
+                    trainable = list(params.values())
+                    for p in trainable:
                         p.requires_grad_(True)
-                    trainable = [p for p in hf.parameters() if p.requires_grad]
                     lr = cfg.lr
                 hf.eval()  # no dropout in these models; eval keeps the run deterministic
                 opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=cfg.weight_decay, foreach=False)  # no batched temporaries
@@ -252,8 +248,7 @@ def relearn(model: Any, texts: Sequence[str], config: RelearnConfig | None = Non
             timings["tokens_per_s"] = tokens / max(timings["train_s"], 1e-9)
             if edits:
                 after = torch.cat([e._weight(model)[e.token_ids].detach() for e in edits])
-                merged = _MergedEdit(edits)
-                recovery = edit_recovery(merged, torch.cat(edited_before), after)
+                recovery = edit_recovery(edits, torch.cat(edited_before), after)
         finally:
             if adapter is not None and adapter.applied:
                 adapter.revert()
@@ -284,13 +279,3 @@ class _DiskSnapshot:
             for name, p in self.params.items():
                 p.copy_(torch.load(self.files[name], map_location=p.device, weights_only=True))
         self.folder.cleanup()
-
-
-class _MergedEdit:
-    """The rows of several embedding edits as one (for :func:`edit_recovery`)."""
-
-    def __init__(self, edits: Sequence[Any]) -> None:
-        self.delta = 1.0
-        self.directions = torch.cat([e.delta * e.directions for e in edits])
-
-

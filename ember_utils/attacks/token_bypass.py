@@ -18,7 +18,7 @@ import pandas as pd
 from ..eval._hf import _encode_cont, _encode_prompt, _resolve
 from ..eval.intervals import bootstrap_interval, paired_bootstrap_interval
 from ..eval.mc import MC_OPTION_TEMPLATE, MC_PROMPT_TEMPLATE, score_mc
-from ..state import ModelState, StackedState
+from ..state import ModelState
 
 __all__ = ["STRATEGIES", "respell", "offending_words", "bypass_text", "bypass_questions", "edit_token_ids",
            "token_bypass_attack", "best_bypass"]
@@ -141,14 +141,9 @@ def bypass_questions(tok: Any, questions: pd.DataFrame, edited: Iterable[int], s
 
 def edit_token_ids(state: ModelState | None) -> frozenset[int]:
     """The token ids of the embedding edit(s) inside ``state`` (a stack included); empty when it holds none."""
-    from ..methods.ember.edit import EmbeddingEdit
+    from ..methods.ember.edit import embedding_edits
 
-    parts = state.states if isinstance(state, StackedState) else (() if state is None else (state,))
-    out: set[int] = set()
-    for s in parts:
-        if isinstance(s, EmbeddingEdit):
-            out |= s.touched_tokens
-    return frozenset(out)
+    return frozenset().union(*(e.touched_tokens for e in embedding_edits(state)))
 
 
 def _correct(model: Any, questions: pd.DataFrame, state: ModelState | None) -> np.ndarray:

@@ -178,7 +178,7 @@ def run_experiment(config: ExperimentConfig, concept: str, seed: int = 0, *, mod
 
     # --- EMBER: the unit edit from the atoms, then δ chosen on train questions and neutral validation text
     def factorize() -> Any:
-        atoms = fit_concept_atoms(model, c.sentences, common.neutral_texts("train"), concept, seed=seed,
+        atoms = fit_concept_atoms(model, c.sentences, retain, concept, seed=seed,
                                   cache_dir=cache.root / "factorizations",
                                   **{**dict(profile.factorization), **config.ember_params})
         if not atoms.selected_atoms:
@@ -225,10 +225,10 @@ def run_experiment(config: ExperimentConfig, concept: str, seed: int = 0, *, mod
         elm_cfg, rmu_cfg = elm_cfg.replace(steps=2, n_fluency_texts=2), rmu_cfg.replace(steps=2)
     states: dict[str, Any] = {"unedited": None, "EMBER": edit}
     keys: dict[str, Any] = {"unedited": None, "EMBER": edit_key}
-    trainers = {"ELM": (elm_cfg, LoraAdapter, lambda: elm_trainer(forget, retain, c.name, elm_cfg,
-                                                                  cache_dir=cache.root / "fluency")),
-                "RMU": (rmu_cfg, WeightPatch, lambda: rmu_trainer(forget, retain, rmu_cfg))}
-    for base, (cfg, cls, trainer) in trainers.items():
+    trainers = {"ELM": (elm_cfg, LoraAdapter, "ember_utils.methods.elm.train",
+                        lambda: elm_trainer(forget, retain, c.name, elm_cfg, cache_dir=cache.root / "fluency")),
+                "RMU": (rmu_cfg, WeightPatch, "ember_utils.methods.rmu", lambda: rmu_trainer(forget, retain, rmu_cfg))}
+    for base, (cfg, cls, code, trainer) in trainers.items():
         for on_edit in (False, True):
             name = f"{base}+EMBER" if on_edit else base
             if name not in config.rows:
@@ -245,7 +245,7 @@ def run_experiment(config: ExperimentConfig, concept: str, seed: int = 0, *, mod
 
             res = cache.run(name.lower().replace("+", "-"), {**base_inputs, "config": cfg.to_dict(), "on": keys["EMBER"]
                                                              if on_edit else None}, train, StateCodec(cls),
-                            code=[f"ember_utils.methods.{base.lower()}" if base == "RMU" else "ember_utils.methods.elm.train"])
+                            code=[code])
             progress(res, name)
             states[name] = StackedState(edit, res.value) if on_edit else res.value
             keys[name] = res.key

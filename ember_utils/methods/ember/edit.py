@@ -18,10 +18,10 @@ import pandas as pd
 import torch
 
 from ...io import atomic_write_bytes, read_safetensors
-from ...state import ModelState, StateError
+from ...state import ModelState, StateError, components
 from .vocab import CONCEPT, VocabSlice
 
-__all__ = ["EmbeddingEdit", "build_edit", "EditStateError"]
+__all__ = ["EmbeddingEdit", "build_edit", "EditStateError", "embedding_edits"]
 
 _FORMAT = "ember-edit-v1"
 
@@ -132,6 +132,11 @@ class EmbeddingEdit(ModelState):
                              f"tensors={sorted(tensors)}).")
         return cls(tensors["token_ids"], tensors["directions"], float(meta["delta"]),
                    json.loads(meta.get("tokens", "[]")), json.loads(meta.get("meta", "{}")))
+
+
+def embedding_edits(state: ModelState | None) -> list[EmbeddingEdit]:
+    """The embedding edits among the components of ``state`` (a stack included), in the order they apply."""
+    return [s for s in components(state) if isinstance(s, EmbeddingEdit)]
 
 
 def _check_delta(delta: float) -> float:
