@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelState", "StackedState", "StateError", "ALL_TOKENS", "components"]
+__all__ = ["ModelState", "StackedState", "StateError", "ALL_TOKENS", "components", "applied"]
 
 #: ``touched_tokens`` of a state that may change the output on any input (LoRA, RMU, ...).
 ALL_TOKENS = None
@@ -193,6 +193,11 @@ def components(state: ModelState | None) -> tuple[ModelState, ...]:
     if state is None:
         return ()
     return state.states if isinstance(state, StackedState) else (state,)
+
+
+def applied(state: ModelState | None, model: Any) -> contextlib.AbstractContextManager:
+    """``state.applied_to(model)``, or a context that changes nothing for ``None`` (the unedited model)."""
+    return contextlib.nullcontext() if state is None else state.applied_to(model)
 
 
 def _union(parts: Any) -> frozenset[int] | None:

@@ -23,7 +23,7 @@ from ..eval._hf import _device, _encode_cont, _encode_prompt, _progress, _resolv
 from ..eval.intervals import bootstrap_interval
 from ..eval.mc import MC_OPTION_TEMPLATE, MC_PROMPT_TEMPLATE, _questions_frame
 from ..interp.logit_lens import _softcap, residual_hook_names
-from ..state import ModelState
+from ..state import ModelState, applied
 
 __all__ = ["answer_activations", "probe_split", "probe_layers", "lens_option_logprobs", "logit_lens_accuracy",
            "probe_attack", "best_probe"]
@@ -244,11 +244,8 @@ def probe_attack(model: Any, concept: Any, *, layers: Sequence[int] | None = Non
         fte = answer_activations(model, test, sel, progress=progress)
         return ftr, fte, logit_lens_accuracy(model, test, sel, n_boot=n_boot, seed=seed)
 
-    if state is None:
+    with applied(state, model):
         ftr, fte, lens = run()
-    else:
-        with state.applied_to(model):
-            ftr, fte, lens = run()
     probes = probe_layers(ftr, train["answer"], fte, test["answer"], layers=sel, seed=seed, Cs=Cs, n_boot=n_boot)
     return probes.merge(lens.drop(columns="n"), on="layer").assign(table=table)
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..eval.intervals import bootstrap_interval
 from ..eval.mc import MC_PROMPT_TEMPLATE, score_mc
-from ..state import ModelState
+from ..state import ModelState, applied
 
 __all__ = ["PROMPT_ATTACKS", "ATTACK_TABLES", "DEMO_TEMPLATE", "escape_braces", "few_shot_demos", "attack_template",
            "prompting_attack", "best_prompting"]
@@ -103,9 +103,7 @@ def prompting_attack(model: Any, concept: Any, *, shots: int = 3, seed: int = 0,
     def run() -> list[dict[str, Any]]:
         return [{"attack": a, **_accuracy_row(model, qs, tpl, n_boot, seed), "questions": t} for a, t, qs, tpl in plan]
 
-    if state is None:
-        return pd.DataFrame(run())
-    with state.applied_to(model):
+    with applied(state, model):
         return pd.DataFrame(run())
 
 

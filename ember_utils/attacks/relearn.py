@@ -8,7 +8,6 @@ parameter is copied back), so the attack can run on each row of the comparison i
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import random
 import time
@@ -25,7 +24,7 @@ from ..eval.mc import score_mc
 from ..methods.ember.edit import embedding_edits
 from ..methods.lora import LoraAdapter, LoraSpec
 from ..models import hf_model_of
-from ..state import ModelState, StackedState, components
+from ..state import ModelState, StackedState, applied, components
 
 __all__ = ["RelearnConfig", "RELEARN_PRESETS", "relearn_config_for", "RelearnResult", "relearn", "edit_recovery",
            "fold_adapters"]
@@ -181,8 +180,7 @@ def relearn(model: Any, texts: Sequence[str], config: RelearnConfig | None = Non
     params = dict(hf.named_parameters())
     flags = {n: p.requires_grad for n, p in params.items()}
     was_training = hf.training
-    ctx = folded.applied_to(model) if folded is not None else contextlib.nullcontext()
-    with ctx:
+    with applied(folded, model):
         edits = embedding_edits(folded)
         edited_before = [e._weight(model)[e.token_ids].detach().clone() for e in edits]
         # a full fine-tune changes every weight: keep a copy to restore, on disk one tensor at a time (a second

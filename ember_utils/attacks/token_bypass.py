@@ -18,7 +18,7 @@ import pandas as pd
 from ..eval._hf import _encode_cont, _encode_prompt, _resolve
 from ..eval.intervals import bootstrap_interval, paired_bootstrap_interval
 from ..eval.mc import MC_OPTION_TEMPLATE, MC_PROMPT_TEMPLATE, score_mc
-from ..state import ModelState
+from ..state import ModelState, applied
 
 __all__ = ["STRATEGIES", "respell", "offending_words", "bypass_text", "bypass_questions", "edit_token_ids",
            "token_bypass_attack", "best_bypass"]
@@ -147,9 +147,7 @@ def edit_token_ids(state: ModelState | None) -> frozenset[int]:
 
 
 def _correct(model: Any, questions: pd.DataFrame, state: ModelState | None) -> np.ndarray:
-    if state is None:
-        return score_mc(model, questions)["correct"].to_numpy(bool)
-    with state.applied_to(model):
+    with applied(state, model):
         return score_mc(model, questions)["correct"].to_numpy(bool)
 
 
