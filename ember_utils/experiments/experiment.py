@@ -171,7 +171,10 @@ def run_experiment(config: ExperimentConfig, concept: str, seed: int = 0, *, mod
     profile = run_profile(config.fast)
     if config.fast:
         c = _fast_concept(c, config.fast_questions)
-    cache = StageCache(Path(cache_root) if cache_root else default_cache_dir() / "stages")
+    from .accounting import count_tokens
+
+    cache = StageCache(Path(cache_root) if cache_root else default_cache_dir() / "stages",
+                       meter=lambda: count_tokens(model))
     base_inputs = {"model": model_fingerprint(model), "data": _data_key(c, common), "concept": concept, "seed": seed,
                    "fast": config.fast}
     forget, retain = list(c.sentences), common.neutral_texts("train")

@@ -8,6 +8,7 @@ crash, a truncated file, an edit by hand) is removed and recomputed, never used.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
@@ -16,6 +17,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -107,10 +109,15 @@ class StageResult(Generic[T]):
 
 class StageCache:
     """Run stages once: ``cache.run("elm", inputs, compute, codec, code=[...])`` returns the cached value when
-    an intact entry for the same inputs and code exists, and computes, stores and returns it otherwise."""
+    an intact entry for the same inputs and code exists, and computes, stores and returns it otherwise.
 
-    def __init__(self, root: str | Path) -> None:
+    ``meter`` (optional) is a context-manager factory wrapped around each computation, whose value has a
+    ``to_dict()`` (e.g. ``lambda: count_tokens(model)``): the counts go into the stage's log entry and manifest.
+    ``log`` lists every stage run, cached ones with the seconds and counts of the run that computed them."""
+
+    def __init__(self, root: str | Path, meter: Callable[[], AbstractContextManager[Any]] | None = None) -> None:
         self.root = Path(root)
+        self.meter = meter
         self.log: list[dict[str, Any]] = []
 
     def key(self, stage: str, inputs: dict[str, Any], code: Sequence[str] = ()) -> str:
@@ -147,24 +154,28 @@ class StageCache:
         folder = self.entry(stage, key)
         if folder.exists():
             try:
-                self.verify(folder)
+                manifest = self.verify(folder)
                 value = codec.load(folder)
-                self.log.append({"stage": stage, "key": key, "cached": True, "seconds": 0.0})
+                self.log.append({"stage": stage, "key": key, "cached": True, "seconds": 0.0,
+                                 "computed_seconds": manifest.get("seconds"), "counts": manifest.get("counts", {})})
                 return StageResult(value, key, True, 0.0, folder)
             except Exception as exc:  # a damaged entry is recomputed, never used
                 logger.warning("Stage %s: discarding cache entry %s (%s); recomputing.", stage, folder, exc)
                 shutil.rmtree(folder, ignore_errors=True)
         t0 = time.perf_counter()
-        value = compute()
+        with (self.meter() if self.meter else contextlib.nullcontext()) as metered:
+            value = compute()
         seconds = time.perf_counter() - t0
+        counts = metered.to_dict() if metered is not None else {}
 
         def build(tmp: Path) -> None:
             codec.save(value, tmp)
             files = {str(p.relative_to(tmp)): _file_digest(p) for p in _files(tmp)}
             atomic_write_json(tmp / _MANIFEST, {"format": _FORMAT, "stage": stage, "key": key, "codec": codec.name,
                                                 "inputs": inputs, "code": list(code), "seconds": seconds,
-                                                "files": files})
+                                                "counts": counts, "files": files})
 
         atomic_directory(folder, build)
-        self.log.append({"stage": stage, "key": key, "cached": False, "seconds": seconds})
+        self.log.append({"stage": stage, "key": key, "cached": False, "seconds": seconds,
+                         "computed_seconds": seconds, "counts": counts})
         return StageResult(value, key, False, seconds, folder)
