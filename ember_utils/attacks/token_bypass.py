@@ -153,34 +153,46 @@ def _correct(model: Any, questions: pd.DataFrame, state: ModelState | None) -> n
 
 def token_bypass_attack(model: Any, concept: Any, edited: Iterable[int], states: Mapping[str, ModelState | None], *,
                         strategies: Sequence[str] = STRATEGIES, tables: Sequence[str] = ("mc", "indirect_mc"),
-                        split: str = "test", n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+                        split: str = "test", n_boot: int = 2000, seed: int = 0,
+                        unedited_memo: dict | None = None) -> pd.DataFrame:
     """Accuracy of every state on the respelled questions, one row per (state, table, strategy).
 
     Only questions the edit reaches (``affected``) and whose respelling is ``clean`` count. Columns:
     ``accuracy`` (respelled, with ``_lo/_hi``), ``original_accuracy`` (same questions as written), ``regained``
     (respelled − original, paired interval), ``unedited_accuracy`` (the unedited model on the respelled questions:
     what the respelling itself costs), ``n_affected``, ``n_clean`` and an example of the changes.
+
+    Each state scores the questions as written once per table and the respelled ones once per strategy; the
+    unedited model's scores on the respelled questions are the same for every state, so a caller that attacks
+    states one call at a time passes the same ``unedited_memo`` dict to reuse them (keyed by model, concept,
+    split, ids, table and strategy).
     """
     _, tok = _resolve(model)
     edited = frozenset(int(i) for i in edited)
+    memo = {} if unedited_memo is None else unedited_memo
     rows = []
     for table in tables:
         qs = concept.split(table, split).reset_index(drop=True)
         if len(qs) == 0:
             continue
+        as_written = {name: _correct(model, qs, state).astype(float) for name, state in states.items()}
         for strategy in strategies:
             bq = bypass_questions(tok, qs, edited, strategy, getattr(concept, "spellings", None))
-            keep = bq[bq["affected"] & bq["clean"]].reset_index(drop=True)
+            mask = (bq["affected"] & bq["clean"]).to_numpy(bool)
+            keep = bq[mask].reset_index(drop=True)
             base = {"table": table, "strategy": strategy, "n_affected": int(bq["affected"].sum()),
                     "n_clean": len(keep), "example": keep["changes"].iloc[0] if len(keep) else ""}
             if keep.empty:
                 rows += [{"state": name, **base} for name in states]
                 continue
-            original = qs.iloc[np.flatnonzero(bq["affected"] & bq["clean"])].reset_index(drop=True)
-            unedited = _correct(model, keep, None).astype(float)
+            key = (id(model), getattr(concept, "name", None), split, edited, table, strategy,
+                   tuple(keep["question"]))
+            if key not in memo:
+                memo[key] = _correct(model, keep, None).astype(float)
+            unedited = memo[key]
             for name, state in states.items():
-                after = _correct(model, keep, state).astype(float)
-                before = _correct(model, original, state).astype(float)
+                after = unedited if state is None else _correct(model, keep, state).astype(float)
+                before = as_written[name][mask]
                 acc, lo, hi = bootstrap_interval(after, n_boot=n_boot, seed=seed)
                 d, dlo, dhi = paired_bootstrap_interval(after, before, n_boot=n_boot, seed=seed)
                 rows.append({"state": name, **base, "accuracy": acc, "accuracy_lo": lo, "accuracy_hi": hi,

@@ -260,6 +260,7 @@ def run_experiment(config: ExperimentConfig, concept: str, seed: int = 0, *, mod
     test_sets = {"concept": c.split("mc", "test"), "indirect": c.split("indirect_mc", "test")}
     bypass_ids = edit.touched_tokens if edit is not None else frozenset()
     results: dict[str, dict[str, Any]] = {}
+    bypass_memo: dict = {}  # the unedited model's scores on the respelled questions, shared by every row
     for row in config.rows:
         state, key = states.get(row), keys.get(row)
         row_inputs = {**base_inputs, "row": row, "state": key}
@@ -292,7 +293,8 @@ def run_experiment(config: ExperimentConfig, concept: str, seed: int = 0, *, mod
                 if not bypass_ids:
                     continue
                 res = cache.run("token-bypass", {**row_inputs, "edit": edit_key},
-                                lambda state=state, row=row: token_bypass_attack(model, c, bypass_ids, {row: state}, seed=seed),
+                                lambda state=state, row=row: token_bypass_attack(model, c, bypass_ids, {row: state}, seed=seed,
+                                                                                 unedited_memo=bypass_memo),
                                 FrameCodec, code=["ember_utils.attacks.token_bypass", "ember_utils.eval.mc"])
                 out[attack] = {"table": res.value, "best": best_bypass(res.value, row)}
             progress(res, f"{row}: {attack}")

@@ -124,6 +124,23 @@ def test_attack_on_the_tiny_model(tiny_bridge):
     assert best_bypass(table, "EMBER", min_clean=5)["strategy"] is None
 
 
+def test_one_state_per_call_with_a_shared_memo_equals_one_call(tiny_bridge):
+    """The experiment attacks rows one call at a time and shares the unedited model's respelled scores through
+    ``unedited_memo``: the table is the same as one call over every state, and the memo is filled once."""
+    concept, _ = toy_concept_and_common(tiny_bridge)
+    edited = frozenset(ids(tiny_bridge.tokenizer, " Hogwarts"))
+    edit = noise_edit(tiny_bridge, sorted(edited), scale=50.0)
+    kw = dict(strategies=("uppercase", "hyphenated"), tables=("mc",), n_boot=200)
+    together = token_bypass_attack(tiny_bridge, concept, edited, {"unedited": None, "EMBER": edit}, **kw)
+    memo: dict = {}
+    apart = pd.concat([token_bypass_attack(tiny_bridge, concept, edited, {name: s}, unedited_memo=memo, **kw)
+                       for name, s in (("unedited", None), ("EMBER", edit))], ignore_index=True)
+    order = ["state", "strategy"]
+    pd.testing.assert_frame_equal(together.sort_values(order).reset_index(drop=True),
+                                  apart.sort_values(order).reset_index(drop=True))
+    assert len(memo) == (together.drop_duplicates("strategy")["n_clean"] > 0).sum()
+
+
 def test_an_edit_that_reaches_nothing_changes_nothing(tiny_bridge):
     concept, _ = toy_concept_and_common(tiny_bridge)
     table = token_bypass_attack(tiny_bridge, concept, [tiny_bridge.cfg.d_vocab - 1], {"unedited": None},
