@@ -24,6 +24,13 @@ TOY_QUESTIONS = [
 ]
 
 
+#: a few concept and neutral sentences for the atom pipeline on a tiny model
+TINY_CONCEPT_TEXTS = ["Harry Potter is a young wizard", "the wand chose the wizard", "Hogwarts castle owl letters",
+                      "Ron and Hermione study magic at Hogwarts", "the owl carried letters to the castle"]
+TINY_NEUTRAL_TEXTS = ["the cat sat on the warm mat", "people go to the market to buy bread, milk and apples",
+                      "the capital of France is Paris", "the capital of Spain is Madrid", "fresh vegetables in the morning"]
+
+
 def toy_frame(rows=TOY_QUESTIONS, prefix="q", split="test") -> pd.DataFrame:
     return pd.DataFrame([{"id": f"{prefix}{i}", "split": split, "question": q, "options": o, "answer": a}
                          for i, (q, o, a) in enumerate(rows)])

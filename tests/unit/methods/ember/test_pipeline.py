@@ -11,11 +11,8 @@ from ember_utils.methods.ember.pipeline import (
     tensor_digest,
 )
 from helpers.tiny_models import tiny_bridge_and_hf
-
-CONCEPT = ["Harry Potter is a young wizard", "the wand chose the wizard", "Hogwarts castle owl letters",
-           "Ron and Hermione study magic at Hogwarts", "the owl carried letters to the castle"]
-NEUTRAL = ["the cat sat on the warm mat", "people go to the market to buy bread, milk and apples",
-           "the capital of France is Paris", "the capital of Spain is Madrid", "fresh vegetables in the morning"]
+from helpers.toy_data import TINY_CONCEPT_TEXTS as CONCEPT
+from helpers.toy_data import TINY_NEUTRAL_TEXTS as NEUTRAL
 
 
 def test_save_load_round_trip(tmp_path):
