@@ -1,2 +1,3 @@
-"""Views into the model that the chapters teach with: the embedding matrix (norms, nearest tokens, scaling) and
-the logit lens through the bridge's hooks (``logit_lens``)."""
+"""Views into the model that the chapters teach with, all through the bridge's hooks: the embedding matrix
+(norms, nearest tokens, scaling), the logit lens (``logit_lens``), how far an edit moves the residual stream
+(``residual``) and attention to edited tokens with a circuitsvis view (``attention``)."""

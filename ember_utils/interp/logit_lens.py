@@ -2,7 +2,7 @@
 own final norm and unembedding (``bridge.ln_final``, ``bridge.unembed``) from a ``run_with_cache`` pass."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -10,7 +10,7 @@ import torch
 
 from .embeddings import token_id
 
-__all__ = ["residual_hook_names", "layer_logits", "logit_lens"]
+__all__ = ["residual_hook_names", "layer_logits", "logit_lens", "logit_lens_states"]
 
 
 def residual_hook_names(bridge: Any) -> list[str]:
@@ -52,3 +52,16 @@ def logit_lens(bridge: Any, text: str, targets: Sequence[str | int], position: i
                          "prob": float(logp[layer, i].exp()), "rank": rank,
                          "top_token": tok.decode([int(top[layer])])})
     return pd.DataFrame(rows)
+
+
+def logit_lens_states(bridge: Any, text: str, targets: Sequence[str | int], states: Mapping[str, Any],
+                      position: int = -1) -> pd.DataFrame:
+    """:func:`logit_lens` of ``text`` under each model state (``None`` = the unedited model), stacked with a
+    ``state`` column: where along the layers does the edited model stop predicting a target?"""
+    from ..state import applied
+
+    frames = []
+    for name, state in states.items():
+        with applied(state, bridge):
+            frames.append(logit_lens(bridge, text, targets, position).assign(state=name))
+    return pd.concat(frames, ignore_index=True)

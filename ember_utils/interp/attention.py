@@ -1,0 +1,52 @@
+"""Attention to the edited tokens: per layer and head, the attention weight that the last position (or every
+position) puts on positions holding an edited id, and a circuitsvis view of one layer's patterns."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+import torch
+
+__all__ = ["attention_patterns", "attention_to_tokens", "attention_view"]
+
+
+@torch.inference_mode()
+def attention_patterns(bridge: Any, text: str, state: Any = None) -> torch.Tensor:
+    """(layers × heads × query × key) attention patterns of ``text`` (``blocks.{i}.attn.hook_pattern``) under
+    ``state`` (None: the unedited model)."""
+    from ..state import applied
+
+    names = [f"blocks.{i}.attn.hook_pattern" for i in range(bridge.cfg.n_layers)]
+    with applied(state, bridge):
+        _, cache = bridge.run_with_cache(bridge.to_tokens(text), names_filter=lambda n: n in names)
+    return torch.stack([cache[n][0].float() for n in names])
+
+
+def attention_to_tokens(bridge: Any, text: str, token_ids: Iterable[int], state: Any = None,
+                        query: int = -1) -> pd.DataFrame:
+    """Per (layer, head): ``attention`` = the weight the ``query`` position puts on all key positions holding one
+    of ``token_ids`` (0 when the text holds none), and ``max_elsewhere`` = its largest weight on any other
+    key — is the edited token read, and by whom?"""
+    ids = {int(i) for i in token_ids}
+    tokens = bridge.to_tokens(text)
+    mask = torch.tensor([int(t) in ids for t in tokens[0]])
+    pat = attention_patterns(bridge, text, state)[:, :, query, :]  # layers × heads × key
+    if not -tokens.shape[1] <= query < tokens.shape[1]:
+        raise ValueError(f"query {query} is outside the text's {tokens.shape[1]} positions.")
+    on = pat[:, :, mask].sum(-1)
+    off = pat[:, :, ~mask].amax(-1) if (~mask).any() else torch.zeros_like(on)
+    rows = [{"layer": layer, "head": h, "attention": float(on[layer, h]), "max_elsewhere": float(off[layer, h])}
+            for layer in range(pat.shape[0]) for h in range(pat.shape[1])]
+    return pd.DataFrame(rows)
+
+
+def attention_view(bridge: Any, text: str, layer: int, state: Any = None) -> Any:
+    """A circuitsvis ``attention_heads`` view (renders as HTML in Jupyter and in the book) of ``layer``'s heads."""
+    import circuitsvis as cv
+
+    if not 0 <= layer < bridge.cfg.n_layers:
+        raise ValueError(f"layer {layer} is outside 0..{bridge.cfg.n_layers - 1}.")
+    pat = attention_patterns(bridge, text, state)[layer]
+    return cv.attention.attention_heads(attention=pat, tokens=bridge.to_str_tokens(text),
+                                        attention_head_names=[f"L{layer}H{h}" for h in range(pat.shape[0])])
