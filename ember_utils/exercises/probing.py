@@ -16,7 +16,8 @@ def check_probe(fn: Callable[[Any, Any, Any], Any], train_feats: Any, train_answ
     """``fn(train_x, train_y, test_x)`` → the predicted option of every test question, from features of one layer
     (questions × options × d_model, as :func:`ember_utils.attacks.probing.answer_activations` gives them at
     index ``layer``). It must decode as well as the package's probe (its accuracy inside the package's 95 %
-    interval or above) and must use the labels: trained on shuffled answers it may not predict the same."""
+    interval or above) and must use the labels: trained on shuffled answers it may not predict the same (three
+    draws)."""
     from ..attacks.probing import probe_layers
 
     name = "linear probe"
@@ -36,12 +37,13 @@ def check_probe(fn: Callable[[Any, Any, Any], Any], train_feats: Any, train_answ
                              f"[{ref['probe_acc_lo']:.3f}, {ref['probe_acc_hi']:.3f}] at layer {layer}. Standardize "
                              "the features, fit one logistic regression on (question, option) rows with label "
                              "'is the correct option', and predict the option with the highest probability.")
-    shuffled = np.random.default_rng(seed).permutation(ytr)
-    if not np.array_equal(shuffled, ytr):
-        pred_shuffled = as_array(call(fn, name, xtr.copy(), shuffled, xte.copy()), name, "the predictions").ravel()
-        if np.array_equal(pred_shuffled, pred):
-            raise ExerciseFailed(f"{name}: trained on shuffled answers your probe predicts exactly the same options, "
-                                 "so it does not use the labels (it picks an option by some other rule).")
+    rng = np.random.default_rng(seed)
+    if len(set(pred.tolist())) > 1:  # a constant prediction says nothing about the labels either way
+        same = [np.array_equal(as_array(call(fn, name, xtr.copy(), rng.permutation(ytr), xte.copy()), name,
+                                        "the predictions").ravel(), pred) for _ in range(3)]
+        if all(same):
+            raise ExerciseFailed(f"{name}: trained on shuffled answers (three times) your probe predicts exactly the "
+                                 "same options, so it does not use the labels (it picks an option by some other rule).")
     return passed(name, f"layer {layer}: accuracy {acc:.3f} (package {ref['probe_acc']:.3f}, "
                         f"[{ref['probe_acc_lo']:.3f}, {ref['probe_acc_hi']:.3f}]), chance {1 / xte.shape[1]:.2f}")
 

@@ -1,5 +1,5 @@
 """Attention to the edited tokens: per layer and head, the attention weight that the last position (or every
-position) puts on positions holding an edited id, and a circuitsvis view of one layer's patterns."""
+position) puts on positions holding an edited id."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-__all__ = ["attention_patterns", "attention_to_tokens", "attention_view"]
+__all__ = ["attention_patterns", "attention_to_tokens"]
 
 
 @torch.inference_mode()
@@ -27,7 +27,7 @@ def attention_to_tokens(bridge: Any, text: str, token_ids: Iterable[int], state:
                         query: int = -1) -> pd.DataFrame:
     """Per (layer, head): ``attention`` = the weight the ``query`` position puts on all key positions holding one
     of ``token_ids`` (0 when the text holds none), and ``max_elsewhere`` = its largest weight on any other
-    key — is the edited token read, and by whom?"""
+    key — is the edited token read, and by whom? (``viz.widgets.attention_view`` draws one layer's patterns.)"""
     ids = {int(i) for i in token_ids}
     tokens = bridge.to_tokens(text)
     mask = torch.tensor([int(t) in ids for t in tokens[0]])
@@ -40,13 +40,3 @@ def attention_to_tokens(bridge: Any, text: str, token_ids: Iterable[int], state:
             for layer in range(pat.shape[0]) for h in range(pat.shape[1])]
     return pd.DataFrame(rows)
 
-
-def attention_view(bridge: Any, text: str, layer: int, state: Any = None) -> Any:
-    """A circuitsvis ``attention_heads`` view (renders as HTML in Jupyter and in the book) of ``layer``'s heads."""
-    import circuitsvis as cv
-
-    if not 0 <= layer < bridge.cfg.n_layers:
-        raise ValueError(f"layer {layer} is outside 0..{bridge.cfg.n_layers - 1}.")
-    pat = attention_patterns(bridge, text, state)[layer]
-    return cv.attention.attention_heads(attention=pat, tokens=bridge.to_str_tokens(text),
-                                        attention_head_names=[f"L{layer}H{h}" for h in range(pat.shape[0])])

@@ -12,11 +12,13 @@ from ._positions import context_rows, position_logits
 from .prefixes import PrefixPair
 from .target import elm_target, eta_schedule
 
-__all__ = ["token_gaps", "target_top_tokens", "likelihood_shift"]
+__all__ = ["prefix_logits", "token_gaps", "target_top_tokens", "likelihood_shift"]
 
 
-def _three_logits(model: Any, text: str, pair: PrefixPair, concept: str, max_length: int
+def prefix_logits(model: Any, text: str, pair: PrefixPair, concept: str, max_length: int = 64
                   ) -> tuple[Any, list[int], list[torch.Tensor]]:
+    """(tokenizer, token ids of ``text``, [logits without a prefix, after the expert prefix, after the novice
+    prefix]), each (positions × vocab): the next-token logits at every token of ``text`` under the three contexts."""
     hf, tok = _resolve(model, getattr(model, "tokenizer", None))
     ids = _encode_cont(tok, text)[:max_length]
     out = []
@@ -31,7 +33,7 @@ def token_gaps(model: Any, text: str, pair: PrefixPair, concept: str, *, eta: fl
     """Per token of ``text``: log p under no prefix / the expert / the novice prefix (at T = 1), the gap
     ℓᵉ − ℓⁿ (> 0: the expert expects this token more), η_t, and the probability of the actual token under the
     frozen model (top-k, temperature T) and under the ELM target (0 when it is not among the top-k)."""
-    tok, ids, (l0, le, ln) = _three_logits(model, text, pair, concept, max_length)
+    tok, ids, (l0, le, ln) = prefix_logits(model, text, pair, concept, max_length)
     eta_t = eta_schedule(len(ids), eta, ramp)
     idx, q = elm_target(l0, le, ln, eta_t, temperature, top_k)
     p0 = torch.softmax(l0.gather(-1, idx) / temperature, dim=-1)
@@ -53,7 +55,7 @@ def target_top_tokens(model: Any, text: str, pair: PrefixPair, concept: str, pos
     """At ``position`` (the prediction of the text's token number ``position``): the ``show`` most likely next
     tokens of the frozen model with their probability (top-k, temperature T), their expert − novice gap and
     their probability under the ELM target, plus the tokens the target favours most."""
-    tok, ids, (l0, le, ln) = _three_logits(model, text, pair, concept, max_length)
+    tok, ids, (l0, le, ln) = prefix_logits(model, text, pair, concept, max_length)
     if not 0 <= position < len(ids):
         raise ValueError(f"position {position} is outside the text's {len(ids)} tokens.")
     eta_t = eta_schedule(len(ids), eta, ramp)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ember_utils.interp.attention import attention_to_tokens, attention_view
+from ember_utils.interp.attention import attention_to_tokens
 from ember_utils.interp.logit_lens import logit_lens, logit_lens_states
 from ember_utils.interp.residual import residual_difference
+from ember_utils.viz.widgets import attention_view
 from helpers.states import noise_edit
 
 TEXT = "the cat sat on the mat and the dog ran"
@@ -47,7 +48,7 @@ def test_attention_to_tokens(tiny_bridge):
     assert (nothing["attention"] == 0).all()
     edit = noise_edit(tiny_bridge, [tid], scale=5.0)
     assert not np.allclose(attention_to_tokens(tiny_bridge, TEXT, [tid], state=edit)["attention"], table["attention"])
-    html = str(attention_view(tiny_bridge, TEXT, layer=0))
+    html = attention_view(tiny_bridge, TEXT, layer=0).data
     assert "L0H0" in html and "cat" in html
     with pytest.raises(ValueError, match="layer"):
         attention_view(tiny_bridge, TEXT, layer=tiny_bridge.cfg.n_layers)
