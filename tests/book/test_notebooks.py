@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata as md
 import json
+import re
 import sys
 
 import jupytext
@@ -109,6 +110,22 @@ def test_chapter_executed_without_errors(nb_path):
     assert all(c.get("execution_count") for c in code), f"{rel}: some cells were not executed"
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, f"{rel}: error outputs {[e.get('ename') for e in errors]}"
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("nb_path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_checked_solution_passed_its_check(nb_path):
+    """The FAST build ran each solution through its exercise check: every solution cell that calls a check printed
+    the check's ✓ line (a wrong solution raises instead, and the build fails)."""
+    build = fast_book()
+    assert build.returncode == 0, build.log[-6000:]
+    nb = json.loads((build.html_dir.parent / "jupyter_execute" / nb_path.relative_to(ROOT)).read_text())
+    checked = [c for c in nb["cells"] if c["cell_type"] == "code" and "solution" in c["metadata"].get("tags", [])
+               and re.search(r"^\s*check_\w+\(", "".join(c["source"]), re.MULTILINE)]
+    for cell in checked:
+        text = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+        guarded = re.search(r"^if .*:\n\s+check_", "".join(cell["source"]), re.MULTILINE)
+        assert "✓" in text or guarded, f"{nb_path.name}: a checked solution printed no ✓:\n{''.join(cell['source'])}"
 
 
 def test_glue_without_myst_nb_shows_the_value(monkeypatch):
