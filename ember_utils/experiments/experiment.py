@@ -124,19 +124,32 @@ def _interval(values: np.ndarray, seed: int = 0) -> dict[str, float]:
 
 
 class _Progress:
-    """Prints each stage as it finishes, with the time spent and an estimate of the time left (the mean of the
-    computed stages so far times the stages still to run)."""
+    """Prints each stage as it finishes, with the time spent and an estimate of the time left: each stage still to
+    run (``plan``, labels ``"<row>: <attack>"`` or a method name) counts the mean time of the computed stages of its
+    kind (the attack, or the method), or of all computed stages while none of its kind has run."""
 
     def __init__(self, total: int) -> None:
-        self.total, self.done, self.computed, self.t0 = total, 0, [], time.perf_counter()
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+        self.plan: list[str] = []
+        self.seconds: dict[str, list[float]] = {}
+
+    @staticmethod
+    def _kind(label: str) -> str:
+        return label.split(": ")[-1]
+
+    def _left(self) -> float:
+        every = [x for xs in self.seconds.values() for x in xs]
+        if not every:
+            return 0.0
+        todo = self.plan[self.done:] if self.plan else [""] * (self.total - self.done)
+        return sum(float(np.mean(self.seconds.get(self._kind(label)) or every)) for label in todo)
 
     def __call__(self, res: Any, label: str) -> None:
         self.done += 1
         if not res.cached:
-            self.computed.append(res.seconds)
-        left = (self.total - self.done) * (float(np.mean(self.computed)) if self.computed else 0.0)
+            self.seconds.setdefault(self._kind(label), []).append(res.seconds)
         print(f"[{self.done}/{self.total}] {label}: {'cached' if res.cached else f'{res.seconds:.0f} s'} "
-              f"(elapsed {time.perf_counter() - self.t0:.0f} s, about {left / 60:.0f} min left)", flush=True)
+              f"(elapsed {time.perf_counter() - self.t0:.0f} s, about {self._left() / 60:.0f} min left)", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -220,6 +233,9 @@ def run_experiment(config: ExperimentConfig, concept: str, seed: int = 0, *, mod
                and (edit is not None or not r.endswith("+EMBER"))]
     per_row = len(config.attacks) - (1 if edit is None and "token_bypass" in config.attacks else 0)
     progress.total = 2 + len(trained) + len(config.rows) * per_row
+    progress.plan = ["factorize", "δ sweep", *trained,
+                     *(f"{row}: {a}" for row in config.rows for a in config.attacks
+                       if a != "token_bypass" or edit is not None)]
 
     # --- base methods, alone and on top of the edit
     elm_cfg = elm_config_for(config.model, seed=seed, **config.elm_changes)

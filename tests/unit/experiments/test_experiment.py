@@ -145,3 +145,19 @@ def test_regained_table_normalizes_against_the_unedited_model():
     assert list(r["with_ember"]) == [True, False, True]
     with pytest.raises(ValueError, match="unedited"):
         regained_table(t[t.method != "unedited"])
+
+
+def test_progress_estimates_each_remaining_stage_by_its_kind(capsys):
+    from types import SimpleNamespace
+
+    from ember_utils.experiments.experiment import _Progress
+
+    p = _Progress(5)
+    p.plan = ["ELM", "unedited: probe", "unedited: relearn_full", "EMBER: probe", "EMBER: relearn_full"]
+    p(SimpleNamespace(cached=False, seconds=600.0), "ELM")
+    p(SimpleNamespace(cached=False, seconds=60.0), "unedited: probe")
+    p(SimpleNamespace(cached=False, seconds=180.0), "unedited: relearn_full")
+    # left: one probe (60 s) and one relearn (180 s), not 2 × the mean of all stages (560 s)
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("about 4 min left)")
+    p(SimpleNamespace(cached=True, seconds=0.0), "EMBER: probe")
+    assert "cached" in capsys.readouterr().out
