@@ -268,6 +268,29 @@ def test_exercise_solutions_start_collapsed(browse, page_name):
     assert not rec.problems(), "\n".join(rec.problems())
 
 
+def test_chapter_4_shows_the_logit_lens_and_the_exercise_checks(browse):
+    """Chapter 4: the logit-lens figure (the cell tagged ``logit-lens``) rendered as an image, the attention view
+    drew, and the hidden solutions show their checks' ✓ lines once opened."""
+    chapter4 = next((p for p in PAGES if Path(p).name.startswith("04_")), None)
+    if chapter4 is None:
+        pytest.skip("the toc has no chapter 4 (notebooks/04_*) yet")
+    page, rec, base, _ = browse
+    page.goto(base + f"{chapter4}.html", wait_until="load")
+    _wait_for_images(page)
+    lens = page.locator(".cell.tag_logit-lens .cell_output img")
+    assert lens.count() >= 1, "chapter 4: no logit-lens figure"
+    assert lens.first.evaluate("i => i.naturalWidth") > 0, "chapter 4: the logit-lens figure did not load"
+    page.wait_for_function("""() => [...document.querySelectorAll('[id^="circuits-vis"]')].some(el =>
+        el.childElementCount && el.getBoundingClientRect().width > 0)""")
+    checks = page.locator(".cell.tag_solution .cell_output", has_text="✓")
+    assert checks.count() >= 2, f"chapter 4: {checks.count()} exercise check output(s) with a ✓"
+    solution = page.locator(".cell.tag_solution", has=checks.first)
+    solution.locator("summary").first.click()
+    assert checks.first.is_visible(), "chapter 4: opening the solution does not show its check's output"
+    _shot(page, "chapter4_logit_lens_and_checks")
+    assert not rec.problems(), "\n".join(rec.problems())
+
+
 def test_search_page_finds_the_model(browse):
     page, rec, base, _ = browse
     page.goto(base + "search.html?q=Gemma", wait_until="load")
