@@ -7,9 +7,8 @@ runs them: ``test_notebooks.test_every_checked_solution_passed_its_check``).
 """
 from __future__ import annotations
 
-import re
-
 import importlib
+import re
 
 import nbformat
 import pytest
