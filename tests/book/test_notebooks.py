@@ -128,6 +128,33 @@ def test_every_checked_solution_passed_its_check(nb_path):
         assert "✓" in text or guarded, f"{nb_path.name}: a checked solution printed no ✓:\n{''.join(cell['source'])}"
 
 
+@pytest.mark.notebooks
+@pytest.mark.parametrize("nb_path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_glued_number_is_also_printed(nb_path):
+    """Colab shows ``{glue:text}`key``` roles raw, so a sentence that depends on a glued value alone is unreadable
+    there. Opened as Colab would (the executed ``.ipynb``, no myst-nb), every value that a Markdown cell glues must
+    also appear in a visible output: a printed line, a table or a display."""
+    build = fast_book()
+    assert build.returncode == 0, build.log[-6000:]
+    nb = json.loads((build.html_dir.parent / "jupyter_execute" / nb_path.relative_to(ROOT)).read_text())
+    glued, visible = {}, []
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            data = out.get("data", {})
+            if name:
+                glued[name] = "".join(data.get("text/plain", "")).strip("'\"")
+            elif out.get("output_type") == "stream":
+                visible.append("".join(out["text"]))
+            else:
+                visible.append("".join(data.get("text/plain", "")) + "".join(data.get("text/html", "")))
+    shown = "\n".join(visible)
+    used = {k.split(":")[0] for c in nb["cells"] if c["cell_type"] == "markdown"
+            for k in re.findall(r"\{glue:text\}`([^`]+)`", "".join(c["source"]))}
+    hidden = {k: glued[k] for k in sorted(used) if glued.get(k) and glued[k] not in shown}
+    assert not hidden, f"{nb_path.name}: glued values that no visible output shows (unreadable on Colab): {hidden}"
+
+
 def test_glue_without_myst_nb_shows_the_value(monkeypatch):
     """On Colab myst-nb is absent: `ember_utils.notebook.glue` must not fail, and shows the value if asked."""
     import IPython.display
