@@ -8,6 +8,8 @@ import os
 import random
 import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,8 +18,8 @@ from .models import DEFAULT_MODEL, _hf_token, get_preset, pick_device
 from .paths import repo_root
 from .profiles import RunProfile, run_profile
 
-__all__ = ["ChapterContext", "setup_chapter", "is_fast", "in_colab", "GPU_DEFAULT_MODEL", "set_seed", "repo_root",
-           "glue"]
+__all__ = ["ChapterContext", "setup_chapter", "chapter_timings_table", "is_fast", "in_colab", "GPU_DEFAULT_MODEL",
+           "set_seed", "repo_root", "glue"]
 
 GPU_DEFAULT_MODEL = "google/gemma-2-2b-it"
 _TRUE = {"1", "true", "yes", "on"}
@@ -101,3 +103,29 @@ def glue(name: str, value: object, display: bool = True) -> None:
             show(value)
         return
     myst_glue(name, value, display=display)
+
+
+def chapter_timings_table(path: str | Path | None = None) -> Any:
+    """The measured wall time of every chapter (``benchmarks/results/chapter_timings.json``, written by
+    ``benchmarks/chapter_timings.py``): one row per chapter with the FAST and full times in minutes and the machine
+    and date of each measurement; a chapter or mode not measured yet says so instead of a number."""
+    import json
+
+    import pandas as pd
+
+    path = Path(path) if path else repo_root() / "benchmarks" / "results" / "chapter_timings.json"
+    if not path.exists():
+        raise FileNotFoundError(f"No chapter timings at {path}; run `python benchmarks/chapter_timings.py`.")
+    chapters = json.loads(path.read_text()).get("chapters", {})
+    rows = []
+    for name in sorted(chapters):
+        entry = chapters[name]
+        row = {"chapter": name}
+        for mode in ("fast", "full"):
+            s = entry.get(f"{mode}_s")
+            row[f"CPU, {mode.upper() if mode == 'fast' else mode}"] = (
+                f"{s / 60:.1f} min" if s is not None else "not measured yet")
+            row[f"{mode} measured"] = (f"{entry[f'{mode}_date']}, {entry[f'{mode}_machine']}" if s is not None
+                                       else "—")
+        rows.append(row)
+    return pd.DataFrame(rows)

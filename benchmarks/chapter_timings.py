@@ -1,0 +1,79 @@
+"""Wall time of every chapter run top to bottom, FAST (``EMBER_FAST=1``) and/or full, on this machine; the
+workshop page reads the result (``benchmarks/results/chapter_timings.json``).
+
+Each chapter runs in a fresh kernel through nbclient, as Jupyter would run it; the model and factorization
+caches are kept (a participant's second run), so the first chapter's time excludes the one-off model conversion
+unless ``--cold`` clears the cache first. Entries are merged: timing only FAST keeps earlier full timings.
+
+Usage::
+
+    python benchmarks/chapter_timings.py --mode fast            # every chapter in the toc, FAST
+    python benchmarks/chapter_timings.py --mode full --chapters 01 02
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS_DIR, atomic_write_json, machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = RESULTS_DIR / "chapter_timings.json"
+
+
+def chapters() -> list[Path]:
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").exists()]
+
+
+def run_chapter(path: Path, fast: bool) -> float:
+    import nbformat
+    from nbclient import NotebookClient
+
+    env = {"EMBER_FAST": "1" if fast else "0"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        nb = nbformat.read(path, as_version=4)
+        t0 = time.perf_counter()
+        NotebookClient(nb, timeout=3600, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        return time.perf_counter() - t0
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=("fast", "full", "both"), default="fast")
+    ap.add_argument("--chapters", nargs="*", default=None, help="chapter number prefixes (default: all)")
+    args = ap.parse_args()
+    record = json.loads(OUT.read_text()) if OUT.exists() else {"name": "chapter_timings", "chapters": {}}
+    modes = ("fast", "full") if args.mode == "both" else (args.mode,)
+    todo = [p for p in chapters() if not args.chapters or any(p.stem.startswith(c) for c in args.chapters)]
+    for path in todo:
+        for mode in modes:
+            seconds = run_chapter(path, fast=mode == "fast")
+            entry = record["chapters"].setdefault(path.stem, {})
+            entry[f"{mode}_s"] = round(seconds, 1)
+            entry[f"{mode}_date"] = dt.date.today().isoformat()
+            entry[f"{mode}_machine"] = machine()
+            print(f"{path.stem} {mode}: {seconds:.0f} s", flush=True)
+            record.update(metric="chapter wall time", unit="s", machine=machine(), date=dt.date.today().isoformat(),
+                          command="python benchmarks/chapter_timings.py " + " ".join(sys.argv[1:]))
+            atomic_write_json(OUT, record)  # after every chapter: an interrupted run keeps what it measured
+
+
+if __name__ == "__main__":
+    main()
