@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
 from ._check import call, compare, passed
@@ -37,7 +36,9 @@ def check_normalized_regained(fn: Callable[[float, float, float], float], acc_af
     """``fn(acc_after, acc_unedited, chance)`` → the share of the unedited model's above-chance accuracy that an
     attack brings back: (after − chance) / (unedited − chance)."""
     name = "normalized regained accuracy"
-    cases = [(acc_after, acc_unedited), (0.25, 0.6), (0.6, 0.6), (0.4, 0.7)]
+    cases = [(0.25, 0.6), (0.6, 0.6), (0.4, 0.7)]
+    if abs(acc_unedited - chance) > 1e-9:  # at chance there is nothing to regain: the share is undefined
+        cases.insert(0, (acc_after, acc_unedited))
     for after, unedited in cases:
         expected = (after - chance) / (unedited - chance)
         got = call(fn, name, after, unedited, chance)
@@ -45,6 +46,7 @@ def check_normalized_regained(fn: Callable[[float, float, float], float], acc_af
                 rtol=1e-6, mistakes={"forget to subtract chance (a model guessing at random would regain a share)":
                                      after / unedited,
                                      "subtract chance from the numerator only": (after - chance) / unedited})
-    value = (acc_after - chance) / (acc_unedited - chance)
-    return passed(name, f"{value:.3f} on the chapter's numbers ({len(cases)} cases)" if np.isfinite(value) else
-                  f"{len(cases)} cases")
+    if len(cases) == 3:
+        return passed(name, "3 cases (the chapter's unedited accuracy is at chance, so its share is undefined)")
+    return passed(name, f"{(acc_after - chance) / (acc_unedited - chance):.3f} on the chapter's numbers "
+                        f"({len(cases)} cases)")
