@@ -2,10 +2,13 @@
 
 Reads a robustness record (``results/<model>/<concept>/robustness_seed<k>.json``): its stage log has each
 stage's seconds and the tokens that went through the model with gradients (training) and without (forward).
-Measures, in this process, the full fine-tune rate (the relearning attack's own training loop, embeddings
-included, AdamW, batch 1) and the forward rate (no-grad forward of the transformer body, batch 1, the output
-layer excluded: the cheapest forward, so the floor is a lower bound). Floor = trained tokens ÷ fine-tune rate +
-forward tokens ÷ forward rate; ``seconds / floor`` says how much of a stage is not that arithmetic.
+Measures, in this process, three rates at batch 1: the full fine-tune rate (the relearning attack's own training
+loop, embeddings included, AdamW), the LoRA fine-tune rate (the same loop in LoRA mode) and the forward rate
+(no-grad forward of the transformer body, the output layer excluded). A stage's floor = its trained tokens at the
+rate of what it trains (full: relearn-full; LoRA: relearn-lora, ELM) + its forward tokens at the forward rate;
+``seconds / floor`` says how much of a stage is not that arithmetic. RMU has no floor here: it trains three MLPs
+through the first layers only (``stop_at_layer``), cheaper than any of the three rates. Batched MC scoring can beat
+the batch-1 forward rate, so a forward-heavy stage may come out below 1.
 
 Usage: .venv/bin/python benchmarks/bench_experiment_stages.py results/gemma-3-270m/harry_potter/robustness_seed0.json
 """
@@ -34,6 +37,8 @@ def measure_rates(model_name: str, paragraphs: int, max_length: int) -> dict[str
     cfg = relearn_config_for(model_name, n_paragraphs=paragraphs, max_length=max_length, n_evals=1)
     run = relearn(model, texts, cfg, eval_sets={})
     ft_rate = run.timings["tokens"] / run.timings["train_s"]
+    lora = relearn(model, texts, cfg.replace(mode="lora"), eval_sets={})
+    lora_rate = lora.timings["tokens"] / lora.timings["train_s"]
     hf, tok = hf_model_of(model), model.tokenizer
     body = hf.model if hasattr(hf, "model") else hf.base_model
     n, t = 0, 0.0
@@ -44,8 +49,14 @@ def measure_rates(model_name: str, paragraphs: int, max_length: int) -> dict[str
             body(input_ids=ids)
             t += time.perf_counter() - t0
             n += ids.numel()
-    return {"finetune_tokens_per_s": ft_rate, "forward_tokens_per_s": n / t, "finetune_step_s":
+    return {"finetune_tokens_per_s": ft_rate, "lora_tokens_per_s": lora_rate, "forward_tokens_per_s": n / t,
+            "finetune_step_s":
             run.timings["train_s"] / max(1, paragraphs), "rate_paragraphs": paragraphs, "rate_max_length": max_length}
+
+
+#: what each training stage trains (its floor's rate); None: no floor (RMU trains through the first layers only)
+TRAINS = {"relearn-full": "finetune", "relearn-lora": "lora", "elm": "lora", "elm-ember": "lora", "rmu": None,
+          "rmu-ember": None}
 
 
 def stage_table(record: dict, rates: dict[str, float]) -> list[dict]:
@@ -58,9 +69,15 @@ def stage_table(record: dict, rates: dict[str, float]) -> list[dict]:
             a[f"{k}_tokens"] += float((s.get("counts") or {}).get(k, 0))
     rows = []
     for stage, a in agg.items():
-        floor = a["trained_tokens"] / rates["finetune_tokens_per_s"] + a["forward_tokens"] / rates["forward_tokens_per_s"]
-        rows.append({"stage": stage, **{k: v for k, v in a.items()}, "floor_s": floor,
-                     "time_over_floor": a["seconds"] / floor if floor > 0 else None})
+        trains = TRAINS.get(stage, "nothing")
+        if trains is None:
+            floor = None
+        else:
+            train_rate = rates.get(f"{trains}_tokens_per_s")
+            floor = ((a["trained_tokens"] / train_rate if train_rate else 0.0)
+                     + a["forward_tokens"] / rates["forward_tokens_per_s"])
+        rows.append({"stage": stage, "trains": trains or "partial (no floor)", **{k: v for k, v in a.items()},
+                     "floor_s": floor, "time_over_floor": a["seconds"] / floor if floor else None})
     return rows
 
 
@@ -84,13 +101,16 @@ def main() -> None:
     rows = stage_table(record, rates)
     for r in sorted(rows, key=lambda r: -r["seconds"]):
         ratio = f"{r['time_over_floor']:.1f}x" if r["time_over_floor"] else "-"
-        print(f"{r['stage']:14s} {r['runs']:3.0f} runs {r['seconds']:8.1f} s  floor {r['floor_s']:8.1f} s  {ratio}")
-    total, floor = sum(r["seconds"] for r in rows), sum(r["floor_s"] for r in rows)
+        fl = f"{r['floor_s']:8.1f} s" if r["floor_s"] is not None else "       -  "
+        print(f"{r['stage']:14s} {r['runs']:3.0f} runs {r['seconds']:8.1f} s  floor {fl}  {ratio}")
+    with_floor = [r for r in rows if r["floor_s"] is not None]
+    total, floor = sum(r["seconds"] for r in with_floor), sum(r["floor_s"] for r in with_floor)
     name = f"experiment_stages{'_fast' if record.get('fast') else ''}{args.tag}"
     what = "FAST smoke run" if record.get("fast") else "full run"
     path = write_result(
         name, f"seconds of one experiment ({what}: {record['concept']} seed {record['seed']}, {record['model']}), "
-        "sum of its computed stages", total, "compute floor (trained tokens at the measured fine-tune rate + "
+        "sum of its computed stages that have a floor (all but RMU)", total,
+        "compute floor (trained tokens at the measured full or LoRA fine-tune rate + "
         "forward tokens at the measured forward rate)", floor, "s",
         f".venv/bin/python benchmarks/bench_experiment_stages.py {args.record}", higher_is_better=False,
         extra={"stages": rows, "rates": rates, "record": str(args.record), "record_seconds": record.get("seconds"),
