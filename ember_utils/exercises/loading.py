@@ -33,13 +33,11 @@ def check_layer_logits(fn: Callable[[Any, str], Any], bridge: Any, text: str = "
     """``fn(bridge, text)`` → (n_layers × vocab) logits that each layer's residual stream (``hook_resid_post``)
     at the last position gives through the final norm and the unembedding; compared with
     :func:`ember_utils.interp.logit_lens.layer_logits`."""
-    from ..interp.logit_lens import _softcap, layer_logits, residual_hook_names
+    from ..interp.logit_lens import _softcap, layer_logits, residual_at
 
     name = "logit lens"
     expected = layer_logits(bridge, text)
-    names = residual_hook_names(bridge)
-    _, cache = bridge.run_with_cache(bridge.to_tokens(text), names_filter=lambda n: n in names)
-    resid = torch.stack([cache[n][0, -1] for n in names])[:, None, :]
+    resid = residual_at(bridge, text)[:, None, :]
     no_norm = _softcap(bridge, bridge.unembed(resid)[:, 0, :]).float()
     no_cap = bridge.unembed(bridge.ln_final(resid))[:, 0, :].float()
     got = call(fn, name, bridge, text)

@@ -1,5 +1,5 @@
-"""Attention to the edited tokens: per layer and head, the attention weight that the last position (or every
-position) puts on positions holding an edited id."""
+"""Attention to the edited tokens: per layer and head, the attention weight that one query position (default:
+the last) puts on positions holding an edited id."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -31,9 +31,9 @@ def attention_to_tokens(bridge: Any, text: str, token_ids: Iterable[int], state:
     ids = {int(i) for i in token_ids}
     tokens = bridge.to_tokens(text)
     mask = torch.tensor([int(t) in ids for t in tokens[0]])
-    pat = attention_patterns(bridge, text, state)[:, :, query, :]  # layers × heads × key
     if not -tokens.shape[1] <= query < tokens.shape[1]:
         raise ValueError(f"query {query} is outside the text's {tokens.shape[1]} positions.")
+    pat = attention_patterns(bridge, text, state)[:, :, query, :]  # layers × heads × key
     on = pat[:, :, mask].sum(-1)
     off = pat[:, :, ~mask].amax(-1) if (~mask).any() else torch.zeros_like(on)
     rows = [{"layer": layer, "head": h, "attention": float(on[layer, h]), "max_elsewhere": float(off[layer, h])}

@@ -10,7 +10,7 @@ import torch
 
 from .embeddings import token_id
 
-__all__ = ["residual_hook_names", "layer_logits", "logit_lens", "logit_lens_states"]
+__all__ = ["residual_hook_names", "residual_at", "layer_logits", "logit_lens", "logit_lens_states"]
 
 
 def residual_hook_names(bridge: Any) -> list[str]:
@@ -27,13 +27,19 @@ def _softcap(bridge: Any, logits: torch.Tensor) -> torch.Tensor:
 def layer_logits(bridge: Any, text: str, position: int = -1) -> torch.Tensor:
     """(n_layers × vocab) logits that each layer's residual stream at ``position`` gives through the final norm
     and the unembedding; the last row equals the model's own logits there."""
+    resid = residual_at(bridge, text, position)  # layers × d_model
+    return _softcap(bridge, bridge.unembed(bridge.ln_final(resid[:, None, :]))[:, 0, :]).float()
+
+
+@torch.inference_mode()
+def residual_at(bridge: Any, text: str, position: int = -1) -> torch.Tensor:
+    """(n_layers × d_model): every layer's ``hook_resid_post`` at ``position`` of ``text``."""
     tokens = bridge.to_tokens(text)
     if not -tokens.shape[1] <= position < tokens.shape[1]:
         raise ValueError(f"position {position} is outside the prompt's {tokens.shape[1]} tokens.")
     names = residual_hook_names(bridge)
     _, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
-    resid = torch.stack([cache[n][0, position] for n in names])  # layers × d_model
-    return _softcap(bridge, bridge.unembed(bridge.ln_final(resid[:, None, :]))[:, 0, :]).float()
+    return torch.stack([cache[n][0, position] for n in names])
 
 
 def logit_lens(bridge: Any, text: str, targets: Sequence[str | int], position: int = -1) -> pd.DataFrame:
