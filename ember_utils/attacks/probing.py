@@ -70,23 +70,27 @@ def _pad_id(tok: Any) -> int:
 @torch.inference_mode()
 def answer_activations(model: Any, questions: Any, layers: Sequence[int] | None = None, *,
                        prompt_template: str = MC_PROMPT_TEMPLATE, option_template: str = MC_OPTION_TEMPLATE,
-                       progress: bool = False) -> np.ndarray:
+                       batch_size: int = 8, progress: bool = False) -> np.ndarray:
     """(n_questions, n_options, n_layers, d_model) float32: ``blocks.{l}.hook_resid_post`` at the last token of
-    ``prompt + option``, for each option and each selected layer (default: all). The options of one question run
-    as one right-padded batch (causal attention: a row's last real token never sees the padding)."""
+    ``prompt + option``, for each option and each selected layer (default: all). The options of ``batch_size``
+    questions run as one right-padded batch (causal attention: a row's last real token never sees the padding)."""
     hf, tok = _resolve(model)
     df = _questions_frame(questions)
-    _n_options(df)
+    n_opt = _n_options(df)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     sel = _layers(model, layers)
     all_names = residual_hook_names(model)
     names = [all_names[i] for i in sel]
     pad = _pad_id(tok)
-    out = []
-    for q, opts in _progress(zip(df["question"], df["options"]), progress, total=len(df), desc="activations"):
+    rows = []
+    for q, opts in zip(df["question"], df["options"]):
         prefix = _encode_prompt(tok, prompt_template.format(question=q))
-        rows = [prefix + _encode_cont(tok, option_template.format(option=o)) for o in opts]
-        out.append(_last_token_resid(model, rows, names, pad, _device(hf)).float().cpu().numpy())
-    return np.stack(out).astype(np.float32)
+        rows.extend(prefix + _encode_cont(tok, option_template.format(option=o)) for o in opts)
+    step = batch_size * n_opt
+    out = [_last_token_resid(model, rows[start:start + step], names, pad, _device(hf)).float().cpu().numpy()
+           for start in _progress(range(0, len(rows), step), progress, total=-(-len(rows) // step), desc="activations")]
+    return np.concatenate(out).reshape(len(df), n_opt, len(names), -1).astype(np.float32)
 
 
 def probe_split(train_questions: pd.DataFrame, test_questions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

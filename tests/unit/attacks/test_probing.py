@@ -50,6 +50,10 @@ def test_activations_are_the_hook_values_one_at_a_time(tiny_bridge):
                 np.testing.assert_allclose(feats[i, k, layer], cache[name][0, -1].numpy(), atol=1e-5, rtol=1e-5)
             np.testing.assert_allclose(feats[i, k, 0], hidden[1][0, -1].numpy(), atol=1e-5, rtol=1e-5)
     np.testing.assert_array_equal(answer_activations(tiny_bridge, qs, layers=[1])[:, :, 0], feats[:, :, 1])
+    # several questions per batch (the default) or one: the same activations
+    np.testing.assert_allclose(answer_activations(tiny_bridge, qs, batch_size=1), feats, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):
+        answer_activations(tiny_bridge, qs, batch_size=0)
 
 
 def planted(n_q, n_opt=4, n_layers=4, d=64, signal_layers=(1, 3), strength=3.0, seed=0):
