@@ -109,6 +109,14 @@ LEAK_ALLOWLIST = "leak_allowlist.json"
 #: (word -> {"misspelling": ..., "translation": ..., "language": ...}).
 SPELLINGS = "spellings.json"
 SPELLING_FIELDS = ("misspelling", "translation", "language")
+#: Optional per concept: the example texts the chapters show (logit-lens prompt and target, completion prompts,
+#: an attention-view sentence, example words). Every chapter's concept needs one.
+SHOWCASE = "showcase.json"
+SHOWCASE_FIELDS = {"lens_prompt": "a prompt whose next token is the concept's answer",
+                   "lens_target": "that answer, one word with its leading space (\" Hogwarts\")",
+                   "prompts": "2 to 6 completion prompts that name the concept",
+                   "attention_text": "a sentence that names the concept",
+                   "example_words": "3 to 8 concept words with their leading space"}
 #: Tables of a :class:`ConceptData` that :meth:`ConceptData.split` can select from.
 CONCEPT_TABLES = ("mc", "similar_mc", "indirect_mc", "open", "collateral_sentences", "collateral_mc", "prompts",
                   "relearn")
@@ -336,13 +344,15 @@ class ConceptData:
     prompts: pd.DataFrame = None  # type: ignore[assignment]
     #: token-bypass respellings (``spellings.json``): word -> {misspelling, translation, language}
     spellings: dict[str, dict[str, str]] = None  # type: ignore[assignment]
+    #: the chapters' example texts (``showcase.json``, fields :data:`SHOWCASE_FIELDS`); empty when absent
+    showcase: dict[str, Any] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:  # tables a hand-built ConceptData (tests, small demos) may leave out
         empty_mc = pd.DataFrame(columns=list(_MC_FIELDS) + ["line", "answer_text"])
         for name, default in (("indirect_mc", empty_mc), ("collateral_mc", empty_mc.assign(word=[], kind=[])),
                               ("collateral_sentences", pd.DataFrame(columns=list(_COLLATERAL_FIELDS["sentence"]))),
                               ("prompts", pd.DataFrame(columns=list(_SCHEMAS["prompts.jsonl"]))),
-                              ("leak_allowlist", {}), ("spellings", {})):
+                              ("leak_allowlist", {}), ("spellings", {}), ("showcase", {})):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
 
@@ -362,6 +372,16 @@ class ConceptData:
     @property
     def relearn_texts(self) -> list[str]:
         return list(self.relearn["text"])
+
+    def example(self, field: str) -> Any:
+        """One of the chapters' example texts (``showcase.json``): ``lens_prompt``, ``lens_target``, ``prompts``,
+        ``attention_text`` or ``example_words``."""
+        if field not in SHOWCASE_FIELDS:
+            raise ValueError(f"Unknown showcase field {field!r}; use one of {list(SHOWCASE_FIELDS)}.")
+        if not self.showcase:
+            raise FileNotFoundError(f"Concept {self.slug!r} has no {SHOWCASE} in {self.root}: the chapters need its "
+                                    f"example texts ({', '.join(SHOWCASE_FIELDS)}; see data/SCHEMA.md).")
+        return self.showcase[field]
 
     def split(self, table: str, split: str | None) -> pd.DataFrame:
         """``split`` rows of ``table`` (one of :data:`CONCEPT_TABLES`; 'relearn' only with split='all')."""
@@ -405,7 +425,44 @@ def load_concept(slug: str, root: str | Path | None = None) -> ConceptData:
         prompts=_frame(tables["prompts"], _SCHEMAS["prompts.jsonl"]),
         leak_allowlist=_read_allowlist(folder / LEAK_ALLOWLIST),
         spellings=_read_spellings(folder / SPELLINGS),
+        showcase=_read_showcase(folder / SHOWCASE, meta["names"]),
     )
+
+
+def _read_showcase(path: Path, names: Iterable[str]) -> dict[str, Any]:
+    """``showcase.json`` (optional; missing = empty): exactly the fields of :data:`SHOWCASE_FIELDS`; the prompts and
+    the attention sentence name the concept (contain one of ``names``)."""
+    if not path.exists():
+        return {}
+    obj = _read_json_object(path, "a JSON object with fields " + ", ".join(SHOWCASE_FIELDS))
+    problems = [f"missing field {f!r} ({why})" for f, why in SHOWCASE_FIELDS.items() if f not in obj]
+    problems += [f"unexpected field {f!r} (allowed: {list(SHOWCASE_FIELDS)})" for f in obj if f not in SHOWCASE_FIELDS]
+
+    def is_text(v: Any) -> bool:
+        return isinstance(v, str) and bool(v.strip())
+
+    for f in ("lens_prompt", "attention_text"):
+        if f in obj and not is_text(obj[f]):
+            problems.append(f"field {f!r} must be a non-empty string")
+    target = obj.get("lens_target")
+    if "lens_target" in obj and not (is_text(target) and target.startswith(" ") and len(target.split()) == 1):
+        problems.append(f"field 'lens_target' must be one word with a leading space, got {target!r}")
+    for f, lo, hi in (("prompts", 2, 6), ("example_words", 3, 8)):
+        v = obj.get(f)
+        if f in obj and not (isinstance(v, list) and lo <= len(v) <= hi and all(is_text(x) for x in v)):
+            problems.append(f"field {f!r} must be a list of {lo} to {hi} non-empty strings")
+    if not problems:
+        for w in obj["example_words"]:
+            if not (w.startswith(" ") and len(w.split()) == 1):
+                problems.append(f"example word {w!r} must be one word with a leading space")
+        from .data_quality import names_in  # data_quality imports this module
+
+        for text in [*obj["prompts"], obj["attention_text"], obj["lens_prompt"]]:
+            if not names_in(text, names):
+                problems.append(f"{text!r} names none of the concept's names (meta.json 'names')")
+    if problems:
+        raise DataValidationError(path, None, problems[0], [(None, p) for p in problems])
+    return dict(obj)
 
 
 def _read_allowlist(path: Path) -> dict[str, str]:

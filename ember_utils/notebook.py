@@ -18,10 +18,13 @@ from .models import DEFAULT_MODEL, _hf_token, get_preset, pick_device
 from .paths import repo_root
 from .profiles import RunProfile, run_profile
 
-__all__ = ["ChapterContext", "setup_chapter", "chapter_timings_table", "is_fast", "in_colab", "GPU_DEFAULT_MODEL",
+__all__ = ["ChapterContext", "setup_chapter", "resolve_concept", "DEFAULT_CONCEPT",
+           "chapter_timings_table", "is_fast", "in_colab", "GPU_DEFAULT_MODEL",
            "set_seed", "repo_root", "glue"]
 
 GPU_DEFAULT_MODEL = "google/gemma-2-2b-it"
+#: The concept chapters 2–8 run on unless ``CONCEPT`` / ``$EMBER_CONCEPT`` says otherwise.
+DEFAULT_CONCEPT = "harry_potter"
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -56,6 +59,8 @@ class ChapterContext:
     model_name: str
     in_colab: bool
     seed: int
+    #: the concept folder of ``data/`` the chapter runs on
+    concept: str = DEFAULT_CONCEPT
 
     @property
     def profile(self) -> RunProfile:
@@ -64,14 +69,29 @@ class ChapterContext:
 
     def __str__(self) -> str:
         return (f"model={self.model_name} device={self.device} FAST={self.fast} "
-                f"colab={self.in_colab} seed={self.seed}")
+                f"colab={self.in_colab} seed={self.seed} concept={self.concept}")
 
 
-def setup_chapter(seed: int = 0, model_name: str | None = None, quiet: bool = False) -> ChapterContext:
-    """Pick device and preset, read the FAST switch, seed everything.
+def resolve_concept(concept: str | None = None) -> str:
+    """``concept``, else ``$EMBER_CONCEPT``, else :data:`DEFAULT_CONCEPT`; checked against the concept folders
+    of ``data/`` (a ValueError lists the available ones)."""
+    from .data import list_concepts
+
+    slug = concept if concept is not None else (os.environ.get("EMBER_CONCEPT", "").strip() or DEFAULT_CONCEPT)
+    available = list_concepts()
+    if slug not in available:
+        source = "CONCEPT" if concept is not None else "EMBER_CONCEPT"
+        raise ValueError(f"{source}={slug!r} is not a concept folder of data/; available: {available}.")
+    return slug
+
+
+def setup_chapter(seed: int = 0, model_name: str | None = None, quiet: bool = False,
+                  concept: str | None = None) -> ChapterContext:
+    """Pick device, preset and concept, read the FAST switch, seed everything.
 
     The preset is ``model_name``, else ``$EMBER_MODEL``, else the GPU preset (Gemma-2-2B-it) when a CUDA
-    GPU is present and a Hugging Face token is available, else the offline default (Gemma 3 270M).
+    GPU is present and a Hugging Face token is available, else the offline default (Gemma 3 270M). The concept is
+    ``concept``, else ``$EMBER_CONCEPT``, else Harry Potter (:func:`resolve_concept`).
     """
     device = pick_device(os.environ.get("EMBER_DEVICE") or None)
     name = model_name or os.environ.get("EMBER_MODEL")
@@ -84,8 +104,10 @@ def setup_chapter(seed: int = 0, model_name: str | None = None, quiet: bool = Fa
         else:
             name = DEFAULT_MODEL
     get_preset(name)  # validate early with a clear error
+    slug = resolve_concept(concept)
     set_seed(seed)
-    ctx = ChapterContext(fast=is_fast(), device=device, model_name=name, in_colab=in_colab(), seed=seed)
+    ctx = ChapterContext(fast=is_fast(), device=device, model_name=name, in_colab=in_colab(), seed=seed,
+                         concept=slug)
     if not quiet:
         print(ctx)
     return ctx

@@ -262,6 +262,41 @@ def test_leak_allowlist_errors_and_loading(tmp_path):
     assert D.load_concept("toy", root=tmp_path).leak_allowlist == {"house": "a generic word in a multi-word answer"}
 
 
+def _showcase(**changes) -> dict:
+    good = {"lens_prompt": "The capital of Toyland is", "lens_target": " Toytown",
+            "prompts": ["In Toyland the toys", "Toyland is ruled by"], "attention_text": "Toyland has many toys.",
+            "example_words": [" toy", " box", " Toyland"]}
+    return {**good, **changes}
+
+
+@pytest.mark.parametrize("changes, pattern", [
+    ({"lens_target": "Toytown"}, "lens_target.*one word with a leading space"),
+    ({"lens_target": " Toy town"}, "lens_target.*one word"),
+    ({"prompts": ["In Toyland the toys"]}, "'prompts' must be a list of 2 to 6"),
+    ({"example_words": [" toy", "box", " x"]}, "example word 'box'"),
+    ({"attention_text": "A sentence about nothing."}, "names none of the concept's names"),
+    ({"extra": 1}, "unexpected field 'extra'"),
+])
+def test_showcase_errors(tmp_path, changes, pattern):
+    folder = _make_concept(tmp_path)
+    (folder / D.SHOWCASE).write_text(json.dumps(_showcase(**changes)))
+    with pytest.raises(DataValidationError, match=pattern):
+        D.load_concept("toy", root=tmp_path)
+
+
+def test_showcase_loading_and_missing(tmp_path):
+    folder = _make_concept(tmp_path)
+    c = D.load_concept("toy", root=tmp_path)
+    assert c.showcase == {}
+    with pytest.raises(FileNotFoundError, match="no showcase.json"):
+        c.example("lens_prompt")
+    (folder / D.SHOWCASE).write_text(json.dumps(_showcase()))
+    c = D.load_concept("toy", root=tmp_path)
+    assert c.example("lens_target") == " Toytown"
+    with pytest.raises(ValueError, match="Unknown showcase field"):
+        c.example("title")
+
+
 def test_common_errors(tmp_path):
     _make_common(tmp_path, **{"neutral.jsonl": [_neutral(1, "dev")]})
     with pytest.raises(DataValidationError, match="neutral.jsonl.*bad split 'dev'"):
@@ -351,6 +386,7 @@ def _committed_splits_are_reproducible(path: Path) -> None:
 
 def test_concept_meta(real_concept):
     assert real_concept.meta["slug"] == real_concept.slug
+    assert real_concept.showcase, f"data/{real_concept.slug} has no showcase.json (the chapters' example texts)"
     assert real_concept.similar_domain.casefold() != real_concept.name.casefold()
 
 
