@@ -19,7 +19,7 @@ from .paths import repo_root
 from .profiles import RunProfile, run_profile
 
 __all__ = ["ChapterContext", "setup_chapter", "resolve_concept", "DEFAULT_CONCEPT",
-           "chapter_timings_table", "is_fast", "in_colab", "GPU_DEFAULT_MODEL",
+           "concept_card", "chapter_timings_table", "is_fast", "in_colab", "GPU_DEFAULT_MODEL",
            "set_seed", "repo_root", "glue"]
 
 GPU_DEFAULT_MODEL = "google/gemma-2-2b-it"
@@ -111,6 +111,18 @@ def setup_chapter(seed: int = 0, model_name: str | None = None, quiet: bool = Fa
     if not quiet:
         print(ctx)
     return ctx
+
+
+def concept_card(concept: Any) -> Any:
+    """A short Markdown card of the concept a chapter runs on (name, description, similar domain, data card, sizes):
+    the chapter's text describes the default concept; this card and the outputs describe the chosen one."""
+    from IPython.display import Markdown
+
+    n_mc = {s: len(concept.split("mc", s)) for s in ("train", "test")}
+    return Markdown(f"**Concept: {concept.name}** (`data/{concept.slug}/`, data card `data/{concept.slug}/DATACARD.md`)"
+                    f" — {concept.meta['description']} Similar domain (specificity): *{concept.similar_domain}*. "
+                    f"{len(concept.sentences)} sentences, {n_mc['train']} train / {n_mc['test']} test questions, "
+                    f"{len(concept.relearn)} relearning paragraphs.")
 
 
 def glue(name: str, value: object, display: bool = True) -> None:

@@ -20,7 +20,7 @@ from ..io import atomic_write_json, atomic_write_text
 from ..paths import results_dir
 
 __all__ = ["ROWS", "COMPARISON_COLUMNS", "COMPARE_RECORD_FORMAT", "ELM_SWEEP", "RMU_SWEEP", "run_settings_sweep",
-           "run_comparison", "comparison_done", "load_edit", "collect_comparison", "comparison_table",
+           "run_comparison", "comparison_done", "load_edit", "first_chosen_edit", "collect_comparison", "comparison_table",
            "write_comparison", "ember_gain_table", "GAIN_METRICS", "aggregate_seeds"]
 
 #: rows of the comparison table, in order
@@ -144,6 +144,25 @@ def load_edit(model_name: str, concept: str, seed: int, root: str | Path | None 
     if record.get("chosen_delta") is None:
         return None, record
     return EmbeddingEdit.load(folder / f"edit_seed{seed}.safetensors"), record
+
+
+def first_chosen_edit(model_name: str, concept: str, seeds: Sequence[int] = (0, 1, 2),
+                      root: str | Path | None = None) -> tuple[Any, dict]:
+    """The edit and EMBER record of the first of ``seeds`` whose δ rule chose an edit (records that are missing
+    are skipped). A ValueError names the seeds tried when none did: the attack chapters need an edit to attack."""
+    tried = []
+    for seed in seeds:
+        try:
+            edit, record = load_edit(model_name, concept, seed, root)
+        except FileNotFoundError:
+            tried.append(f"seed {seed}: no EMBER record")
+            continue
+        if edit is not None:
+            return edit, record
+        tried.append(f"seed {seed}: no edit chosen")
+    raise ValueError(f"No EMBER edit for {concept} on {model_name} ({'; '.join(tried)}). Run `python -m "
+                     f"ember_utils.experiments.runner ember --concept {concept} --seeds {' '.join(map(str, seeds))}`, "
+                     f"or pick a concept whose δ rule chose an edit.")
 
 
 def run_comparison(concept: str, seed: int = 0, model_name: str = "gemma-3-270m", fast: bool = False,

@@ -17,7 +17,7 @@ import pandas as pd
 from ..io import atomic_write_json
 from ..paths import results_dir
 
-__all__ = ["load_result_table", "load_result_json", "write_config", "collect_ember_results", "seed_summary",
+__all__ = ["load_result_table", "load_result_json", "concept_status", "write_config", "collect_ember_results", "seed_summary",
            "mean_std", "test_gate_failures", "grid_summary", "ember_table_markdown", "RUNNER_COMMAND", "EMBER_TEST_COLUMNS"]
 
 RUNNER_COMMAND = "python -m ember_utils.experiments.runner"
@@ -38,6 +38,28 @@ def load_result_json(model_name: str, concept: str, filename: str, root: str | P
     """Read a committed JSON result, or ``None`` if absent."""
     path = results_dir(model_name, concept, root) / filename
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def concept_status(model_name: str = "gemma-3-270m", seeds: Sequence[int] = (0, 1, 2),
+                   root: str | Path | None = None) -> pd.DataFrame:
+    """One row per concept folder of ``data/``: its name, whether it has the chapters' example texts
+    (``showcase.json``), the δ the rule chose per seed ("none" when it chose no edit, "—" when not run), and
+    whether ``comparison.csv`` and ``robustness.csv`` are committed. Chapters 6–7 need a seed with an edit."""
+    from ..data import list_concepts, load_concept
+
+    rows = []
+    for slug in list_concepts():
+        concept = load_concept(slug)
+        folder = results_dir(model_name, slug, root)
+        row = {"concept": slug, "name": concept.name, "example texts": bool(concept.showcase)}
+        for seed in seeds:
+            rec = load_result_json(model_name, slug, f"ember_seed{seed}.json", root)
+            delta = None if rec is None else rec.get("chosen_delta")
+            row[f"δ seed {seed}"] = "—" if rec is None else ("none" if delta is None else f"{delta:g}")
+        row["comparison"] = (folder / "comparison.csv").exists()
+        row["robustness"] = (folder / "robustness.csv").exists()
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("concept")
 
 
 def write_config(folder: Path, name: str, params: dict[str, Any]) -> None:

@@ -22,3 +22,12 @@ def test_unknown_concept_is_refused_with_the_available_ones(monkeypatch):
         setup_chapter(quiet=True)
     with pytest.raises(ValueError, match=r"CONCEPT='dinosaurs'"):
         resolve_concept("dinosaurs")
+
+
+def test_concept_card_describes_the_chosen_concept():
+    from ember_utils.data import load_concept
+    from ember_utils.notebook import concept_card
+
+    text = concept_card(load_concept("association_football")).data
+    assert "Association football" in text and "data/association_football/DATACARD.md" in text and "Tennis" in text
+    assert "Harry Potter" not in text

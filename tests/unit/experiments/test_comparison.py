@@ -64,6 +64,25 @@ def test_load_edit_needs_the_ember_record(tmp_path):
         load_edit("gemma-3-270m", "harry_potter", 0, root=tmp_path)
 
 
+def test_first_chosen_edit_skips_seeds_without_an_edit(tmp_path):
+    """World War II: the committed seed-0 record chose no edit; a seed with an edit is found, none is an error."""
+    import shutil
+
+    from ember_utils.experiments.compare import first_chosen_edit
+    from ember_utils.paths import results_dir
+
+    dst = tmp_path / "gemma-3-270m" / "world_war_ii"
+    dst.mkdir(parents=True)
+    shutil.copy(results_dir("gemma-3-270m", "world_war_ii") / "ember_seed0.json", dst)
+    with pytest.raises(ValueError, match=r"seed 0: no edit chosen; seed 1: no EMBER record"):
+        first_chosen_edit("gemma-3-270m", "world_war_ii", seeds=(0, 1), root=tmp_path)
+    src = results_dir("gemma-3-270m", "harry_potter")
+    for name in ("ember_seed0.json", "edit_seed0.safetensors"):  # a record whose rule chose an edit, as seed 1
+        (dst / name.replace("seed0", "seed1")).write_bytes((src / name).read_bytes())
+    edit, record = first_chosen_edit("gemma-3-270m", "world_war_ii", seeds=(0, 1), root=tmp_path)
+    assert edit is not None and len(edit) > 0 and record["chosen_delta"] is not None
+
+
 @pytest.mark.real_model
 def test_fast_comparison_runs_every_row_on_the_real_model(real_bridge, tmp_path):
     """FAST comparison of Harry Potter seed 0 on the default model (EMBER edit from the committed record): all six

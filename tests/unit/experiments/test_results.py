@@ -66,3 +66,13 @@ def test_runner_resumes_only_current_records(tmp_path):
     (folder / "ember_seed2.json").write_text("{truncated")
     assert ember_done("harry_potter", 0, root=tmp_path) and not ember_done("harry_potter", 0, root=tmp_path, fast=True)
     assert not ember_done("harry_potter", 1, root=tmp_path) and not ember_done("harry_potter", 2, root=tmp_path)
+
+
+def test_concept_status_reads_the_committed_records(tmp_path):
+    from ember_utils.experiments.results import concept_status
+
+    status = concept_status()
+    assert status.loc["harry_potter", "δ seed 0"] == "5" and status.loc["world_war_ii", "δ seed 0"] == "none"
+    assert status["example texts"].all() and status.loc["harry_potter", "robustness"]
+    empty = concept_status(root=tmp_path)  # no records at all: nothing claimed
+    assert (empty["δ seed 0"] == "—").all() and not empty["comparison"].any() and not empty["robustness"].any()
