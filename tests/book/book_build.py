@@ -15,6 +15,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST_BUILD_DIR = ROOT / "_build" / "fast"
+#: the book is also built in FAST mode for this concept (chapters 2–8 follow $EMBER_CONCEPT)
+SECOND_CONCEPT = "association_football"
 
 
 @dataclass
@@ -47,10 +49,14 @@ def chapter_notebooks() -> list[Path]:
     return [ROOT / f"{f}.ipynb" for f in toc_files() if (ROOT / f"{f}.ipynb").exists()]
 
 
-@functools.lru_cache(maxsize=1)
-def fast_book() -> BookBuild:
-    """``EMBER_FAST=1 jupyter-book build`` into ``_build/fast`` (warnings are errors)."""
-    env = {**os.environ, "EMBER_FAST": "1"}
+@functools.lru_cache(maxsize=2)
+def fast_book(concept: str | None = None) -> BookBuild:
+    """``EMBER_FAST=1 jupyter-book build`` into ``_build/fast`` (warnings are errors); with ``concept``, the same
+    build with ``EMBER_CONCEPT=concept`` into ``_build/fast-<concept>``."""
+    from ember_utils.notebook import DEFAULT_CONCEPT
+
+    env = {**os.environ, "EMBER_FAST": "1", "EMBER_CONCEPT": concept or DEFAULT_CONCEPT}
+    build_dir = FAST_BUILD_DIR if concept is None else FAST_BUILD_DIR.with_name(f"fast-{concept}")
     # Same config, but always re-execute: the execution cache keys on notebook content only and would hide a
     # change in ember_utils that breaks a chapter.
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -59,15 +65,15 @@ def fast_book() -> BookBuild:
     local_ext = (config.get("sphinx") or {}).get("local_extensions") or {}
     for name, path in local_ext.items():
         local_ext[name] = str((ROOT / path).resolve())
-    FAST_BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    config_path = FAST_BUILD_DIR / "_config_fast.yml"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    config_path = build_dir / "_config_fast.yml"
     config_path.write_text(yaml.safe_dump(config))
     jb = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(jb), "build", str(ROOT), "--path-output", str(FAST_BUILD_DIR), "--config", str(config_path),
+    cmd = [str(jb), "build", str(ROOT), "--path-output", str(build_dir), "--config", str(config_path),
            "--all", "-W", "-n", "--keep-going"]  # --all: fresh environment, every page re-read (and re-executed) and re-written
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     log = proc.stdout + proc.stderr
     artifacts = ROOT / "test-artifacts"  # git-ignored; the log has the per-chapter execution times
     artifacts.mkdir(exist_ok=True)
-    (artifacts / "fast_book_build.log").write_text(log)
-    return BookBuild(proc.returncode, log, FAST_BUILD_DIR / "_build" / "html")
+    (artifacts / f"fast_book_build{'' if concept is None else '-' + concept}.log").write_text(log)
+    return BookBuild(proc.returncode, log, build_dir / "_build" / "html")

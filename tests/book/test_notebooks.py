@@ -11,7 +11,7 @@ import sys
 import jupytext
 import nbformat
 import pytest
-from book_build import ROOT, chapter_notebooks, fast_book
+from book_build import ROOT, SECOND_CONCEPT, chapter_notebooks, fast_book
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -110,6 +110,27 @@ def test_chapter_executed_without_errors(nb_path):
     assert all(c.get("execution_count") for c in code), f"{rel}: some cells were not executed"
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, f"{rel}: error outputs {[e.get('ename') for e in errors]}"
+
+
+@pytest.mark.notebooks
+def test_fast_book_builds_for_a_second_concept():
+    """The concept switch: with EMBER_CONCEPT set, the whole book builds (warnings are errors), every chapter runs
+    without an error output, and chapters 2–8 ran on that concept (their concept card names it), not the default."""
+    from ember_utils.data import load_concept
+
+    build = fast_book(SECOND_CONCEPT)
+    assert build.returncode == 0, build.log[-6000:]
+    name = load_concept(SECOND_CONCEPT).name
+    for nb_path in CHAPTERS:
+        rel = nb_path.relative_to(ROOT)
+        nb = json.loads((build.html_dir.parent / "jupyter_execute" / rel).read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert all(c.get("execution_count") for c in code) and not errors, f"{rel} ({SECOND_CONCEPT}): {errors[:1]}"
+        if nb_path.stem[:2] in ("02", "03", "04", "05", "06", "07", "08"):
+            expected = f"concept={SECOND_CONCEPT}" if nb_path.stem[:2] == "08" else f"Concept: {name}"
+            assert expected in json.dumps([c.get("outputs", []) for c in code], ensure_ascii=False), (
+                f"{rel} did not run on {SECOND_CONCEPT} (no {expected!r} in its outputs)")
 
 
 @pytest.mark.notebooks
