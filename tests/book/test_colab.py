@@ -7,17 +7,19 @@ Marked ``colab`` (a few minutes: it installs the package's dependencies into a n
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
 import pytest
-from book_build import ROOT
+from book_build import ONE_THREAD, ROOT, background_build_running
 
 
 @pytest.mark.colab
 def test_chapters_run_through_their_colab_setup_cell(tmp_path):
+    env = {**os.environ, **(ONE_THREAD if background_build_running() else {})}
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "colab_smoke.sh"), str(tmp_path / "colab")],
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=1800, env=env)
     report = proc.stdout + proc.stderr[-3000:]
     assert proc.returncode == 0, report[-6000:]
     chapters = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
