@@ -9,6 +9,9 @@ Usage::
 
     python benchmarks/chapter_timings.py --mode fast            # every chapter in the toc, FAST
     python benchmarks/chapter_timings.py --mode full --chapters 01 02
+    # after a cold `bash scripts/build_book.sh`: read each chapter's execution time from the book's
+    # execution cache (jupyter-cache records it) instead of running the chapters a second time
+    python benchmarks/chapter_timings.py --mode full --from-build-cache _build/.jupyter_cache --build-seconds 1100
 """
 from __future__ import annotations
 
@@ -54,12 +57,47 @@ def run_chapter(path: Path, fast: bool) -> float:
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
+def times_from_build_cache(cache_dir: Path) -> dict[str, float]:
+    """Chapter stem → execution seconds of the notebooks a Jupyter Book build executed (its jupyter-cache)."""
+    from jupyter_cache import get_cache
+
+    if not (cache_dir / "global.db").exists():
+        raise SystemExit(f"{cache_dir} is not a jupyter-cache folder (no global.db): pass the build's "
+                         "_build/.jupyter_cache after `bash scripts/build_book.sh`.")
+    wanted = {p.stem for p in chapters()}
+    out = {}
+    for rec in get_cache(str(cache_dir)).list_cache_records():
+        stem = Path(rec.uri).stem
+        if stem in wanted and rec.data.get("execution_seconds") is not None:
+            out[stem] = float(rec.data["execution_seconds"])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=("fast", "full", "both"), default="fast")
     ap.add_argument("--chapters", nargs="*", default=None, help="chapter number prefixes (default: all)")
+    ap.add_argument("--from-build-cache", type=Path, default=None,
+                    help="read the times from a Jupyter Book build's execution cache instead of running chapters")
+    ap.add_argument("--build-seconds", type=float, default=None,
+                    help="with --from-build-cache: the whole build's wall time, recorded as book_build_<mode>_s")
     args = ap.parse_args()
     record = json.loads(OUT.read_text()) if OUT.exists() else {"name": "chapter_timings", "chapters": {}}
+    if args.from_build_cache is not None:
+        if args.mode == "both":
+            raise SystemExit("--from-build-cache reads one build: pass --mode fast or --mode full.")
+        times = times_from_build_cache(args.from_build_cache)
+        for stem, seconds in times.items():
+            entry = record["chapters"].setdefault(stem, {})
+            entry.update({f"{args.mode}_s": round(seconds, 1), f"{args.mode}_date": dt.date.today().isoformat(),
+                          f"{args.mode}_machine": machine(), f"{args.mode}_source": "jupyter-book build"})
+            print(f"{stem} {args.mode}: {seconds:.0f} s (from the build)")
+        if args.build_seconds is not None:
+            record[f"book_build_{args.mode}_s"] = round(args.build_seconds, 1)
+        record.update(metric="chapter wall time", unit="s", machine=machine(), date=dt.date.today().isoformat(),
+                      command="python benchmarks/chapter_timings.py " + " ".join(sys.argv[1:]))
+        atomic_write_json(OUT, record)
+        return
     modes = ("fast", "full") if args.mode == "both" else (args.mode,)
     todo = [p for p in chapters() if not args.chapters or any(p.stem.startswith(c) for c in args.chapters)]
     for path in todo:

@@ -280,8 +280,8 @@ def collect_comparison(concept: str, model_name: str = "gemma-3-270m", root: str
 
 
 def aggregate_seeds(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Per method (in :data:`ROWS` order): mean and std over seeds of every column (``<col>``, ``<col>_std``); with
-    one seed, the 95 % interval bounds of that seed (``<col>_lo/_hi``) instead of a std. ``n_seeds`` says which."""
+    """Per method (in :data:`ROWS` order): mean and std over seeds of every column (``<col>``, ``<col>_std``); where
+    one seed has the value, that seed's 95 % interval bounds (``<col>_lo/_hi``) instead of a std."""
     out = []
     for method in ROWS:
         sub = runs[runs["method"] == method] if len(runs) else runs
@@ -293,12 +293,13 @@ def aggregate_seeds(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
                 continue
             vals = sub[col].astype(float)
             row[col] = float(vals.mean())
-            if len(sub) > 1:
+            if vals.notna().sum() > 1:
                 row[f"{col}_std"] = float(vals.std(ddof=1))
-            else:
+            else:  # one seed has this value (e.g. the bypass needs an edit): that seed's interval
+                only = vals.notna().to_numpy().nonzero()[0][0]
                 for s in ("_lo", "_hi"):
                     if f"{col}{s}" in sub:
-                        row[f"{col}{s}"] = float(sub[f"{col}{s}"].iloc[0])
+                        row[f"{col}{s}"] = float(sub[f"{col}{s}"].iloc[only])
         out.append(row)
     return pd.DataFrame(out)
 

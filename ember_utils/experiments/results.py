@@ -17,8 +17,9 @@ import pandas as pd
 from ..io import atomic_write_json
 from ..paths import results_dir
 
-__all__ = ["load_result_table", "load_result_json", "concept_status", "write_config", "collect_ember_results", "seed_summary",
-           "mean_std", "test_gate_failures", "grid_summary", "ember_table_markdown", "RUNNER_COMMAND", "EMBER_TEST_COLUMNS"]
+__all__ = ["load_result_table", "load_result_json", "concept_status", "write_config", "collect_ember_results",
+           "seed_summary", "mean_std", "spread_table", "test_gate_failures", "grid_summary", "ember_table_markdown",
+           "RUNNER_COMMAND", "EMBER_TEST_COLUMNS"]
 
 RUNNER_COMMAND = "python -m ember_utils.experiments.runner"
 #: Format of ``ember_seed*.json``; records of another format come from an older evaluation and are re-run.
@@ -144,6 +145,29 @@ def mean_std(mean: float, std: float, digits: int = 3) -> str:
     if mean is None or np.isnan(mean):
         return "—"
     return f"{mean:.{digits}f}" + ("" if std is None or np.isnan(std) else f" ± {std:.{digits}f}")
+
+
+def spread_table(table: pd.DataFrame, columns: Sequence[str], digits: int = 3) -> pd.DataFrame:
+    """A seed-aggregated table (``comparison.csv``, ``robustness.csv``) as text cells: ``'0.450 ± 0.091'`` (mean ± std
+    over the seeds with a value), ``'0.386 [0.286, 0.514]'`` (one seed has it: its 95 % interval), ``'—'`` if none.
+    Keeps ``method`` and ``n_seeds``; columns absent from the table are left out."""
+    from ..eval.report import with_interval
+
+    missing = [c for c in ("method", "n_seeds") if c not in table.columns]
+    if missing:
+        raise ValueError(f"spread_table: columns {missing} not in the table (has {list(table.columns)}); "
+                         "pass a table written by the runner (comparison.csv or robustness.csv).")
+    present = [c for c in columns if c in table.columns and c not in ("method", "n_seeds")]
+    rows = []
+    for _, r in table.iterrows():
+        d = r.to_dict()
+        row = {"method": d["method"], "n_seeds": int(d["n_seeds"])}
+        for c in present:
+            std = d.get(f"{c}_std")
+            spread = std is not None and std == std
+            row[c] = mean_std(d[c], std, digits) if spread else with_interval(d, c, digits)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["method", "n_seeds", *present])
 
 
 def grid_summary(model_name: str = "gemma-3-270m", filename: str = "factorization_seeds.csv",

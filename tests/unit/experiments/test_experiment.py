@@ -4,6 +4,7 @@ damaged entry is recomputed."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pytest
 
@@ -79,6 +80,28 @@ def test_changing_delta_recomputes_the_edit_stages_not_the_factorization(setup):
     assert {"delta", "rmu-ember", "prompting"} <= recomputed  # the edit, what was trained and attacked on it
     prompting = [s for s in second["stages"] if s["stage"] == "prompting"]
     assert sum(not s["cached"] for s in prompting) == 2  # EMBER and RMU+EMBER; unedited and RMU stay cached
+
+
+@dataclass
+class NoAtomRule:
+    """Selects no atom, so the run has no edit."""
+
+    def select(self, scores, codes=None, vocab=None):
+        return scores["ratio"] != scores["ratio"]
+
+    def describe(self) -> str:
+        return "no atom"
+
+
+def test_without_an_edit_the_ember_rows_reuse_their_base_rows_attacks(setup):
+    kw, _ = setup
+    cfg = tiny_config(rows=("unedited", "EMBER", "RMU", "RMU+EMBER"), attacks=("prompting", "token_bypass"),
+                      ember_params={**tiny_config().ember_params, "rule": NoAtomRule()})
+    record = run_experiment(cfg, "toy", 0, **kw)
+    assert record["ember_delta"] is None and record["n_edit_tokens"] == 0
+    stages = [s["stage"] for s in record["stages"]]
+    assert stages.count("prompting") == 2 and "rmu-ember" not in stages and "token-bypass" not in stages
+    assert record["rows"]["EMBER"] == record["rows"]["unedited"] and record["rows"]["RMU+EMBER"] == record["rows"]["RMU"]
 
 
 def test_an_interrupted_run_resumes_and_a_damaged_entry_is_recomputed(setup, monkeypatch):

@@ -76,3 +76,24 @@ def test_concept_status_reads_the_committed_records(tmp_path):
     assert status["example texts"].all() and status.loc["harry_potter", "robustness"]
     empty = concept_status(root=tmp_path)  # no records at all: nothing claimed
     assert (empty["δ seed 0"] == "—").all() and not empty["comparison"].any() and not empty["robustness"].any()
+
+
+def test_spread_table_shows_the_spread_over_seeds_or_the_single_seed_interval():
+    import pandas as pd
+    import pytest
+
+    from ember_utils.experiments.compare import aggregate_seeds
+    from ember_utils.experiments.results import spread_table
+
+    runs = pd.DataFrame([
+        {"method": "unedited", "seed": 0, "acc": 0.5, "acc_lo": 0.4, "acc_hi": 0.6},
+        {"method": "unedited", "seed": 1, "acc": 0.7, "acc_lo": 0.6, "acc_hi": 0.8},
+        {"method": "EMBER", "seed": 0, "acc": float("nan"), "acc_lo": float("nan"), "acc_hi": float("nan")},
+        {"method": "EMBER", "seed": 1, "acc": 0.3, "acc_lo": 0.2, "acc_hi": 0.4},
+    ])
+    cells = spread_table(aggregate_seeds(runs, ["acc", "absent"]), ["acc", "absent"]).set_index("method")
+    assert list(cells.columns) == ["n_seeds", "acc"]
+    assert cells.loc["unedited", "acc"] == "0.600 ± 0.141" and cells.loc["unedited", "n_seeds"] == 2
+    assert cells.loc["EMBER", "acc"] == "0.300 [0.200, 0.400]"  # the one seed with a value: its interval
+    with pytest.raises(ValueError, match="n_seeds"):
+        spread_table(pd.DataFrame({"method": ["EMBER"], "acc": [0.3]}), ["acc"])
