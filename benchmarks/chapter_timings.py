@@ -73,6 +73,13 @@ def times_from_build_cache(cache_dir: Path) -> dict[str, float]:
     return out
 
 
+def save(record: dict) -> None:
+    """Stamp ``record`` with the metric, machine, date and command, and write it atomically."""
+    record.update(metric="chapter wall time", unit="s", machine=machine(), date=dt.date.today().isoformat(),
+                  command="python benchmarks/chapter_timings.py " + " ".join(sys.argv[1:]))
+    atomic_write_json(OUT, record)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=("fast", "full", "both"), default="fast")
@@ -94,9 +101,7 @@ def main() -> None:
             print(f"{stem} {args.mode}: {seconds:.0f} s (from the build)")
         if args.build_seconds is not None:
             record[f"book_build_{args.mode}_s"] = round(args.build_seconds, 1)
-        record.update(metric="chapter wall time", unit="s", machine=machine(), date=dt.date.today().isoformat(),
-                      command="python benchmarks/chapter_timings.py " + " ".join(sys.argv[1:]))
-        atomic_write_json(OUT, record)
+        save(record)
         return
     modes = ("fast", "full") if args.mode == "both" else (args.mode,)
     todo = [p for p in chapters() if not args.chapters or any(p.stem.startswith(c) for c in args.chapters)]
@@ -108,9 +113,7 @@ def main() -> None:
             entry[f"{mode}_date"] = dt.date.today().isoformat()
             entry[f"{mode}_machine"] = machine()
             print(f"{path.stem} {mode}: {seconds:.0f} s", flush=True)
-            record.update(metric="chapter wall time", unit="s", machine=machine(), date=dt.date.today().isoformat(),
-                          command="python benchmarks/chapter_timings.py " + " ".join(sys.argv[1:]))
-            atomic_write_json(OUT, record)  # after every chapter: an interrupted run keeps what it measured
+            save(record)  # after every chapter: an interrupted run keeps what it measured
 
 
 if __name__ == "__main__":

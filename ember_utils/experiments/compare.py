@@ -296,10 +296,10 @@ def aggregate_seeds(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
             if vals.notna().sum() > 1:
                 row[f"{col}_std"] = float(vals.std(ddof=1))
             else:  # one seed has this value (e.g. the bypass needs an edit): that seed's interval
-                only = vals.notna().to_numpy().nonzero()[0][0]
+                only = vals.first_valid_index()
                 for s in ("_lo", "_hi"):
                     if f"{col}{s}" in sub:
-                        row[f"{col}{s}"] = float(sub[f"{col}{s}"].iloc[only])
+                        row[f"{col}{s}"] = float(sub.at[only, f"{col}{s}"])
         out.append(row)
     return pd.DataFrame(out)
 

@@ -236,11 +236,9 @@ def run_experiment(config: ExperimentConfig, concept: str, seed: int = 0, *, mod
     # no edit chosen: a row with EMBER is its base row, so its attacks are the base row's (not recomputed)
     same_as = {r: BASE_OF[r] for r in config.rows if edit is None and r in BASE_OF and BASE_OF[r] in config.rows}
     attacked = [r for r in config.rows if r not in same_as]
-    per_row = len(config.attacks) - (1 if edit is None and "token_bypass" in config.attacks else 0)
-    progress.total = 2 + len(trained) + len(attacked) * per_row
-    progress.plan = ["factorize", "δ sweep", *trained,
-                     *(f"{row}: {a}" for row in attacked for a in config.attacks
-                       if a != "token_bypass" or edit is not None)]
+    row_attacks = [a for a in config.attacks if a != "token_bypass" or edit is not None]  # the bypass needs an edit
+    progress.plan = ["factorize", "δ sweep", *trained, *(f"{row}: {a}" for row in attacked for a in row_attacks)]
+    progress.total = len(progress.plan)
 
     # --- base methods, alone and on top of the edit
     elm_cfg = elm_config_for(config.model, seed=seed, **config.elm_changes)

@@ -164,8 +164,7 @@ def spread_table(table: pd.DataFrame, columns: Sequence[str], digits: int = 3) -
         row = {"method": d["method"], "n_seeds": int(d["n_seeds"])}
         for c in present:
             std = d.get(f"{c}_std")
-            spread = std is not None and std == std
-            row[c] = mean_std(d[c], std, digits) if spread else with_interval(d, c, digits)
+            row[c] = mean_std(d[c], std, digits) if pd.notna(std) else with_interval(d, c, digits)
         rows.append(row)
     return pd.DataFrame(rows, columns=["method", "n_seeds", *present])
 
